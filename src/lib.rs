@@ -1,5 +1,16 @@
 //! batchgate: one gRPC endpoint for batch LLM inference on Sutro jobs and xAI batches.
 //! The binary in `main.rs` only parses the command line and calls into this library.
 
+pub mod config;
+pub mod context;
+pub mod convert;
+pub mod deadline;
+pub mod error;
+pub mod idempotency;
+pub mod progress;
 pub mod proto;
+pub mod services;
 pub mod sim;
+pub mod telemetry;
+pub mod tenant;
+pub mod upstream;

@@ -1,0 +1,288 @@
+//! The one `Config` of the gateway, resolved from flags > env (`BATCHGATE_*`) > TOML file > defaults.
+//! Each setting is declared once in `ConfigLayer`, whose doc comments are the `--help` text.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::tenant::Secret;
+use crate::upstream::base_url::normalize_base_url;
+
+/// One layer of settings: the command line (with env fallbacks) or the TOML file.
+/// Every field is optional so that layers can be merged; defaults live in [`Config`].
+#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// Address to serve gRPC on [default: 127.0.0.1:50051].
+    #[arg(long, env = "BATCHGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Sutro deployment URL, as an origin or `<origin>/v1`. Unset: the built-in
+    /// simulator is started and used, so the gateway runs with no keys at all.
+    #[arg(long, env = "BATCHGATE_SUTRO_BASE_URL")]
+    pub sutro_base_url: Option<String>,
+
+    /// The gateway's own Sutro API key, used for callers that send no
+    /// `authorization` metadata. Never logged.
+    #[arg(long, env = "BATCHGATE_SUTRO_API_KEY", hide_env_values = true)]
+    pub sutro_api_key: Option<String>,
+
+    /// Upper bound on any one upstream call, in milliseconds; callers' shorter
+    /// `grpc-timeout`s win [default: 30000].
+    #[arg(long, env = "BATCHGATE_UPSTREAM_TIMEOUT_MS")]
+    pub upstream_timeout_ms: Option<u64>,
+
+    /// Attempts per idempotent upstream call, first one included [default: 4].
+    /// Creates are never retried.
+    #[arg(long, env = "BATCHGATE_RETRY_MAX_ATTEMPTS")]
+    pub retry_max_attempts: Option<u32>,
+
+    /// First retry backoff in milliseconds, doubled per attempt with full jitter [default: 100].
+    #[arg(long, env = "BATCHGATE_RETRY_BASE_DELAY_MS")]
+    pub retry_base_delay_ms: Option<u64>,
+
+    /// Longest retry backoff in milliseconds [default: 2000].
+    #[arg(long, env = "BATCHGATE_RETRY_MAX_DELAY_MS")]
+    pub retry_max_delay_ms: Option<u64>,
+
+    /// WatchJob heartbeat interval while nothing changes, in milliseconds [default: 10000].
+    #[arg(long, env = "BATCHGATE_WATCH_HEARTBEAT_MS")]
+    pub watch_heartbeat_ms: Option<u64>,
+
+    /// How often a watched job's status is polled when the upstream progress
+    /// stream is not open, in milliseconds [default: 5000].
+    #[arg(long, env = "BATCHGATE_WATCH_POLL_MS")]
+    pub watch_poll_ms: Option<u64>,
+
+    /// Longest a single job is watched before WatchJob gives up, in seconds [default: 172800].
+    #[arg(long, env = "BATCHGATE_WATCH_MAX_SECS")]
+    pub watch_max_secs: Option<u64>,
+
+    /// Largest gRPC request accepted, in bytes (creates carry their inputs) [default: 67108864].
+    #[arg(long, env = "BATCHGATE_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+
+    /// Target size of one GetJobResults message, in bytes; never above 4 MiB [default: 1048576].
+    #[arg(long, env = "BATCHGATE_RESULTS_CHUNK_BYTES")]
+    pub results_chunk_bytes: Option<usize>,
+
+    /// How long a CreateJob `request_id` is remembered, in seconds [default: 86400].
+    #[arg(long, env = "BATCHGATE_IDEMPOTENCY_TTL_SECS")]
+    pub idempotency_ttl_secs: Option<u64>,
+
+    /// How long shutdown waits for calls in flight, in milliseconds [default: 10000].
+    #[arg(long, env = "BATCHGATE_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "BATCHGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`. Unset: no export.
+    #[arg(long, env = "BATCHGATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+macro_rules! merge_layers {
+    ($high:expr, $low:expr, $($field:ident),* $(,)?) => {
+        ConfigLayer { $($field: $high.$field.or($low.$field),)* }
+    };
+}
+
+impl ConfigLayer {
+    /// This layer, with gaps filled from `lower`.
+    pub fn over(self, lower: ConfigLayer) -> ConfigLayer {
+        merge_layers!(
+            self,
+            lower,
+            listen,
+            sutro_base_url,
+            sutro_api_key,
+            upstream_timeout_ms,
+            retry_max_attempts,
+            retry_base_delay_ms,
+            retry_max_delay_ms,
+            watch_heartbeat_ms,
+            watch_poll_ms,
+            watch_max_secs,
+            max_request_bytes,
+            results_chunk_bytes,
+            idempotency_ttl_secs,
+            drain_timeout_ms,
+            log_format,
+            otlp_endpoint,
+        )
+    }
+
+    /// Reads a TOML file whose keys are this struct's field names.
+    pub fn from_toml_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+}
+
+/// A setting that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Upstream retry policy for idempotent calls.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts, first one included.
+    pub max_attempts: u32,
+    /// First backoff.
+    pub base_delay: Duration,
+    /// Longest backoff.
+    pub max_delay: Duration,
+}
+
+/// The resolved configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where gRPC is served.
+    pub listen: SocketAddr,
+    /// Sutro `/v1` base URL; `None` runs the built-in simulator.
+    pub sutro_base_url: Option<Url>,
+    /// The managed Sutro key.
+    pub sutro_api_key: Option<Secret>,
+    /// Cap on one upstream call.
+    pub upstream_timeout: Duration,
+    /// Retries of idempotent calls.
+    pub retry: RetryPolicy,
+    /// WatchJob heartbeat interval.
+    pub watch_heartbeat: Duration,
+    /// WatchJob status poll interval.
+    pub watch_poll: Duration,
+    /// Longest watch of one job.
+    pub watch_max: Duration,
+    /// Largest gRPC request accepted.
+    pub max_request_bytes: usize,
+    /// Target GetJobResults message size.
+    pub results_chunk_bytes: usize,
+    /// How long request ids are remembered.
+    pub idempotency_ttl: Duration,
+    /// Shutdown drain limit.
+    pub drain_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// OTLP endpoint.
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The largest message the gateway ever sends (gRPC's common default receive limit).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+impl Config {
+    /// Resolves a merged layer into a config, applying defaults and checking values.
+    pub fn resolve(layer: ConfigLayer) -> Result<Config, ConfigError> {
+        let ms = Duration::from_millis;
+        let sutro_base_url = layer
+            .sutro_base_url
+            .as_deref()
+            .map(|raw| {
+                normalize_base_url(raw).map_err(|e| ConfigError(format!("sutro_base_url: {e}")))
+            })
+            .transpose()?;
+        let results_chunk_bytes = layer.results_chunk_bytes.unwrap_or(1024 * 1024);
+        if !(1024..=MAX_MESSAGE_BYTES / 2).contains(&results_chunk_bytes) {
+            return Err(ConfigError(format!(
+                "results_chunk_bytes must be between 1024 and {}",
+                MAX_MESSAGE_BYTES / 2
+            )));
+        }
+        let retry_max_attempts = layer.retry_max_attempts.unwrap_or(4);
+        if retry_max_attempts == 0 {
+            return Err(ConfigError("retry_max_attempts must be at least 1".into()));
+        }
+        Ok(Config {
+            listen: layer
+                .listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            sutro_base_url,
+            sutro_api_key: layer
+                .sutro_api_key
+                .filter(|k| !k.is_empty())
+                .map(Secret::new),
+            upstream_timeout: ms(layer.upstream_timeout_ms.unwrap_or(30_000)),
+            retry: RetryPolicy {
+                max_attempts: retry_max_attempts,
+                base_delay: ms(layer.retry_base_delay_ms.unwrap_or(100)),
+                max_delay: ms(layer.retry_max_delay_ms.unwrap_or(2_000)),
+            },
+            watch_heartbeat: ms(layer.watch_heartbeat_ms.unwrap_or(10_000).max(10)),
+            watch_poll: ms(layer.watch_poll_ms.unwrap_or(5_000).max(10)),
+            watch_max: Duration::from_secs(layer.watch_max_secs.unwrap_or(48 * 3600)),
+            max_request_bytes: layer.max_request_bytes.unwrap_or(64 * 1024 * 1024),
+            results_chunk_bytes,
+            idempotency_ttl: Duration::from_secs(layer.idempotency_ttl_secs.unwrap_or(86_400)),
+            drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),
+            log_format: layer.log_format.unwrap_or_default(),
+            otlp_endpoint: layer.otlp_endpoint.filter(|e| !e.is_empty()),
+        })
+    }
+
+    /// Defaults only: the built-in simulator, no keys.
+    pub fn embedded() -> Config {
+        // Defaults are all valid, so this cannot fail; keep the fallible path for real input.
+        Config::resolve(ConfigLayer::default()).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn higher_layer_wins_and_gaps_fall_through() {
+        let flags = ConfigLayer {
+            upstream_timeout_ms: Some(1_000),
+            ..Default::default()
+        };
+        let file: ConfigLayer = toml::from_str(
+            "upstream_timeout_ms = 5000\nretry_max_attempts = 2\nsutro_base_url = \"https://acme.sutro.example\"\n",
+        )
+        .unwrap();
+        let config = Config::resolve(flags.over(file)).unwrap();
+        assert_eq!(config.upstream_timeout, Duration::from_secs(1));
+        assert_eq!(config.retry.max_attempts, 2);
+        assert_eq!(
+            config.sutro_base_url.unwrap().as_str(),
+            "https://acme.sutro.example/v1/"
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<ConfigLayer>("no_such_setting = 1").is_err());
+        let bad_url = ConfigLayer {
+            sutro_base_url: Some("https://acme.example/api".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(bad_url).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::resolve(ConfigLayer {
+            sutro_api_key: Some("sk_live_secret".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!format!("{config:?}").contains("sk_live_secret"));
+    }
+}

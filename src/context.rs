@@ -1,0 +1,53 @@
+//! What every upstream call needs to know about the gRPC call it serves:
+//! who is calling, by when the answer is due, and the request id to propagate.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+
+use crate::deadline::Deadline;
+use crate::error::Result;
+use crate::tenant::{Caller, Secret, identify};
+
+/// The caller, deadline and request id of one gRPC call.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// Who is calling and with which upstream key.
+    pub caller: Caller,
+    /// When the answer is due.
+    pub deadline: Deadline,
+    /// Sent upstream as `x-request-id`: the caller's own, or a fresh UUID.
+    pub request_id: String,
+}
+
+impl CallContext {
+    /// Builds the context from a call's metadata.
+    pub fn from_metadata(
+        metadata: &MetadataMap,
+        managed_key: Option<&Secret>,
+        timeout_cap: Duration,
+    ) -> Result<Self> {
+        let caller = identify(metadata, managed_key)?;
+        let request_id = metadata
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| {
+                !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        Ok(Self {
+            caller,
+            deadline: Deadline::from_metadata(metadata, timeout_cap),
+            request_id,
+        })
+    }
+
+    /// The same caller with a fresh deadline, for background work (e.g. a watch poller)
+    /// that outlives the call that started it.
+    pub fn with_deadline(&self, deadline: Deadline) -> Self {
+        Self {
+            deadline,
+            ..self.clone()
+        }
+    }
+}

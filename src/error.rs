@@ -1,0 +1,306 @@
+//! The gateway's one error type, and the single place where it becomes a `tonic::Status`.
+//! Every variant says where the error came from: the caller, an upstream, or ourselves.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The domain of errors the gateway raises itself (not relayed from an upstream).
+pub const DOMAIN: &str = "batchgate";
+
+/// Which upstream API an error came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamId {
+    /// Short provider name: `sutro` or `xai`.
+    pub provider: &'static str,
+    /// The upstream host, used as the ErrorInfo domain.
+    pub host: String,
+}
+
+/// One bad field of a caller's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The proto field path, e.g. `prompts.values` or `job_id`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`, described by `description`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// An HTTP error answer from an upstream, with its text kept.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    /// The upstream that answered.
+    pub upstream: UpstreamId,
+    /// Its HTTP status.
+    pub status: u16,
+    /// Its error text (secrets scrubbed).
+    pub message: String,
+    /// Its `Retry-After`, if any.
+    pub retry_after: Option<Duration>,
+    /// Its `x-request-id`, if any.
+    pub request_id: Option<String>,
+}
+
+/// Everything that can go wrong while serving a call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The caller sent a request that breaks the contract; nothing was sent upstream.
+    #[error("invalid request: {}", describe_violations(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The caller's request conflicts with state the gateway holds (e.g. a reused request id).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The caller sent no usable credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The upstream answered with an HTTP error.
+    #[error("{} answered HTTP {}: {}", .0.upstream.provider, .0.status, .0.message)]
+    Upstream(UpstreamFailure),
+    /// The upstream could not be reached, or the connection broke.
+    #[error("{} is unreachable: {detail}", upstream.provider)]
+    UpstreamUnreachable {
+        /// The upstream.
+        upstream: UpstreamId,
+        /// What failed (no secrets).
+        detail: String,
+    },
+    /// The upstream answered 2xx with a body that is not what its API documents.
+    #[error("{} sent an unexpected response (HTTP {status}): {detail}", upstream.provider)]
+    UpstreamProtocol {
+        /// The upstream.
+        upstream: UpstreamId,
+        /// The HTTP status of the odd answer.
+        status: u16,
+        /// What did not parse.
+        detail: String,
+    },
+    /// The caller's deadline (or the gateway's cap) passed before the upstream answered.
+    #[error("deadline exceeded waiting for {}", upstream.as_ref().map_or("the gateway", |u| u.provider))]
+    DeadlineExceeded {
+        /// The upstream that was being waited for, if any.
+        upstream: Option<UpstreamId>,
+    },
+    /// The gateway cannot serve now (e.g. it is shutting down); retry elsewhere.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an impossible state in the gateway itself.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn describe_violations(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The gRPC code for an upstream HTTP status (DESIGN.md's table, after google/rpc/code.proto).
+pub fn code_for_upstream_status(status: u16) -> Code {
+    match status {
+        400 | 422 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        408 => Code::Unavailable,
+        409 | 410 | 412 => Code::FailedPrecondition,
+        429 => Code::ResourceExhausted,
+        500 => Code::Internal,
+        501 => Code::Unimplemented,
+        502 | 503 | 524 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        s if (400..500).contains(&s) => Code::FailedPrecondition,
+        _ => Code::Unavailable,
+    }
+}
+
+impl Error {
+    /// The gRPC code this error is rendered with.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Upstream(failure) => code_for_upstream_status(failure.status),
+            Error::UpstreamUnreachable { .. } | Error::Unavailable(_) => Code::Unavailable,
+            Error::UpstreamProtocol { .. } | Error::Internal(_) => Code::Internal,
+            Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        }
+    }
+
+    /// A stable machine-readable reason for ErrorInfo.
+    fn reason(&self) -> String {
+        match self {
+            Error::InvalidArgument(_) => "INVALID_REQUEST".into(),
+            Error::FailedPrecondition(_) => "FAILED_PRECONDITION".into(),
+            Error::Unauthenticated(_) => "MISSING_CREDENTIALS".into(),
+            Error::Upstream(f) => format!("UPSTREAM_HTTP_{}", f.status),
+            Error::UpstreamUnreachable { .. } => "UPSTREAM_UNREACHABLE".into(),
+            Error::UpstreamProtocol { .. } => "UPSTREAM_PROTOCOL".into(),
+            Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED".into(),
+            Error::Unavailable(_) => "UNAVAILABLE".into(),
+            Error::Internal(_) => "INTERNAL".into(),
+        }
+    }
+
+    /// Where the error came from, as ErrorInfo's domain and metadata.
+    fn origin(&self) -> (String, HashMap<String, String>) {
+        let mut metadata = HashMap::new();
+        let domain = match self {
+            Error::Upstream(f) => {
+                metadata.insert("upstream".into(), f.upstream.provider.into());
+                metadata.insert("upstream_status".into(), f.status.to_string());
+                if let Some(id) = &f.request_id {
+                    metadata.insert("upstream_request_id".into(), id.clone());
+                }
+                f.upstream.host.clone()
+            }
+            Error::UpstreamProtocol {
+                upstream, status, ..
+            } => {
+                metadata.insert("upstream".into(), upstream.provider.into());
+                metadata.insert("upstream_status".into(), status.to_string());
+                upstream.host.clone()
+            }
+            Error::UpstreamUnreachable { upstream, .. }
+            | Error::DeadlineExceeded {
+                upstream: Some(upstream),
+            } => {
+                metadata.insert("upstream".into(), upstream.provider.into());
+                upstream.host.clone()
+            }
+            _ => DOMAIN.into(),
+        };
+        (domain, metadata)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Upstream(f) => f.retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl From<&Error> for tonic::Status {
+    fn from(error: &Error) -> Self {
+        let mut details = ErrorDetails::new();
+        let (domain, metadata) = error.origin();
+        details.set_error_info(error.reason(), domain, metadata);
+        if let Error::InvalidArgument(violations) = error {
+            for v in violations {
+                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            }
+        }
+        if let Some(delay) = error.retry_after() {
+            details.set_retry_info(Some(delay));
+        }
+        tonic::Status::with_error_details(error.code(), error.to_string(), details)
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        tonic::Status::from(&error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sutro() -> UpstreamId {
+        UpstreamId {
+            provider: "sutro",
+            host: "sutro.example".into(),
+        }
+    }
+
+    #[test]
+    fn upstream_table_follows_design() {
+        let expect = [
+            (400, Code::InvalidArgument),
+            (422, Code::InvalidArgument),
+            (401, Code::Unauthenticated),
+            (403, Code::PermissionDenied),
+            (404, Code::NotFound),
+            (409, Code::FailedPrecondition),
+            (410, Code::FailedPrecondition),
+            (412, Code::FailedPrecondition),
+            (429, Code::ResourceExhausted),
+            (500, Code::Internal),
+            (501, Code::Unimplemented),
+            (502, Code::Unavailable),
+            (503, Code::Unavailable),
+            (524, Code::Unavailable),
+            (504, Code::DeadlineExceeded),
+        ];
+        for (status, code) in expect {
+            assert_eq!(code_for_upstream_status(status), code, "HTTP {status}");
+        }
+    }
+
+    #[test]
+    fn rate_limited_upstream_carries_retry_info_and_origin() {
+        let error = Error::Upstream(UpstreamFailure {
+            upstream: sutro(),
+            status: 429,
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(7)),
+            request_id: Some("req-1".into()),
+        });
+        let status = tonic::Status::from(&error);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("slow down"));
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(7))
+        );
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.domain, "sutro.example");
+        assert_eq!(
+            info.metadata.get("upstream_status").map(String::as_str),
+            Some("429")
+        );
+        assert_eq!(
+            info.metadata.get("upstream_request_id").map(String::as_str),
+            Some("req-1")
+        );
+    }
+
+    #[test]
+    fn invalid_argument_names_every_field() {
+        let error = Error::InvalidArgument(vec![
+            FieldViolation::new("job_id", "must not be empty"),
+            FieldViolation::new("page_size", "must be between 1 and 100"),
+        ]);
+        let status = tonic::Status::from(&error);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let fields: Vec<_> = status
+            .get_error_details()
+            .bad_request()
+            .expect("bad request")
+            .field_violations
+            .iter()
+            .map(|v| v.field.clone())
+            .collect();
+        assert_eq!(fields, ["job_id", "page_size"]);
+    }
+}

@@ -1,0 +1,34 @@
+//! Idempotent creates: a caller's `request_id` maps to the first result for a day, so a
+//! retried create never makes a second upstream job. One trait; backends beside it.
+
+mod memory;
+
+pub use memory::MemoryIdempotency;
+
+use futures_util::future::BoxFuture;
+
+use crate::error::Result;
+
+/// What a create with a request id resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The id of the resource the first call created.
+    pub id: String,
+    /// True when this call replayed an earlier one instead of creating.
+    pub replayed: bool,
+}
+
+/// Runs a create at most once per key.
+#[tonic::async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Runs `create` unless `key` was seen; concurrent calls with the same key wait for
+    /// the first and share its result. `fingerprint` identifies the request's content:
+    /// reusing a key for different content is FAILED_PRECONDITION. Failed creates are
+    /// not remembered, so they can be retried.
+    async fn run_once(
+        &self,
+        key: String,
+        fingerprint: String,
+        create: BoxFuture<'static, Result<String>>,
+    ) -> Result<Outcome>;
+}

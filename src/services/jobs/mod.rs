@@ -1,0 +1,368 @@
+//! `batchgate.sutro.v1.JobService`: validates each call, calls Sutro's REST API through
+//! `SutroClient`, and translates the answers; creates are made idempotent by request id.
+
+mod results;
+mod translate;
+mod validate;
+pub mod watch;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::context::CallContext;
+use crate::error::{Error, Result};
+use crate::idempotency::IdempotencyStore;
+use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
+use crate::services::respond;
+use crate::upstream::sutro::{ResultsOptions, SutroClient};
+use results::ResultColumns;
+use translate::{create_body, failure_reason, job_to_proto, parse_status};
+use watch::{JobWatchHub, WatchState, WatchTiming, poll_job, watch_key, watcher_stream};
+
+/// A server stream of gRPC messages.
+pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Everything the Sutro service needs, shared by all calls.
+#[derive(Clone)]
+pub struct JobsService {
+    sutro: SutroClient,
+    config: Arc<Config>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    watches: JobWatchHub,
+    shutdown: CancellationToken,
+}
+
+impl JobsService {
+    /// The service over `sutro`, with the given shared state.
+    pub fn new(
+        sutro: SutroClient,
+        config: Arc<Config>,
+        idempotency: Arc<dyn IdempotencyStore>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            sutro,
+            config,
+            idempotency,
+            watches: JobWatchHub::default(),
+            shutdown,
+        }
+    }
+
+    /// Jobs being watched right now (one upstream poller each).
+    pub fn active_watches(&self) -> usize {
+        self.watches.active()
+    }
+
+    fn context<T>(&self, request: &Request<T>) -> Result<CallContext> {
+        CallContext::from_metadata(
+            request.metadata(),
+            self.config.sutro_api_key.as_ref(),
+            self.config.upstream_timeout,
+        )
+    }
+
+    fn timing(&self) -> WatchTiming {
+        WatchTiming {
+            heartbeat: self.config.watch_heartbeat,
+            poll: self.config.watch_poll,
+            call_timeout: self.config.upstream_timeout,
+            max: self.config.watch_max,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl JobService for JobsService {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::CreateJobResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::create_job(&request)?;
+        let body = create_body(&request);
+
+        if request.request_id.is_empty() {
+            let reply = self.sutro.create_job(body, &ctx).await?;
+            let job_id = created_id(&self.sutro, &reply.body)?;
+            let message = reply.body.message();
+            return Ok(respond(
+                pb::CreateJobResponse {
+                    job_id,
+                    message,
+                    replayed: false,
+                },
+                reply.request_id.as_deref(),
+            ));
+        }
+
+        let key = format!("sutro:{}:{}", ctx.caller.tenant, request.request_id);
+        let fingerprint = hex::encode(Sha256::digest(body.to_string().as_bytes()));
+        let sutro = self.sutro.clone();
+        let create = Box::pin(async move {
+            let reply = sutro.create_job(body, &ctx).await?;
+            created_id(&sutro, &reply.body)
+        });
+        let outcome = self.idempotency.run_once(key, fingerprint, create).await?;
+        Ok(Response::new(pb::CreateJobResponse {
+            job_id: outcome.id,
+            message: if outcome.replayed {
+                "Job already created for this request_id".into()
+            } else {
+                "Job created successfully".into()
+            },
+            replayed: outcome.replayed,
+        }))
+    }
+
+    async fn get_job_status(
+        &self,
+        request: Request<pb::GetJobStatusRequest>,
+    ) -> Result<Response<pb::GetJobStatusResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let job_id = request.into_inner().job_id;
+        validate::job_id(&job_id)?;
+        let reply = self.sutro.job_status(&job_id, &ctx).await?;
+        let raw_status = reply.body.status_of(&job_id).ok_or_else(|| {
+            self.sutro
+                .protocol_error("job_status names no status for this job")
+        })?;
+        Ok(respond(
+            pb::GetJobStatusResponse {
+                status: parse_status(&raw_status).into(),
+                raw_status,
+                failure_reason: failure_reason(reply.body.failure_reason()),
+                message: reply.body.message(),
+                job_id,
+            },
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let ctx = self.context(&request)?;
+        let job_id = request.into_inner().job_id;
+        validate::job_id(&job_id)?;
+        let reply = self.sutro.job(&job_id, &ctx).await?;
+        Ok(respond(
+            job_to_proto(reply.body),
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::list_jobs(&request)?;
+        let limit = if request.page_size == 0 {
+            25
+        } else {
+            request.page_size as u32
+        };
+        let cursor = Some(request.page_token.as_str()).filter(|t| !t.is_empty());
+        let reply = self.sutro.list_jobs(limit, cursor, &ctx).await?;
+        Ok(respond(
+            pb::ListJobsResponse {
+                jobs: reply.body.jobs.into_iter().map(job_to_proto).collect(),
+                next_page_token: reply.body.next_cursor.unwrap_or_default(),
+            },
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    type GetJobResultsStream = ServerStream<pb::GetJobResultsResponse>;
+
+    async fn get_job_results(
+        &self,
+        request: Request<pb::GetJobResultsRequest>,
+    ) -> Result<Response<Self::GetJobResultsStream>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::results(&request)?;
+        let options = ResultsOptions {
+            include_inputs: request.include_inputs,
+            include_cumulative_logprobs: request.include_cumulative_logprobs,
+        };
+        let reply = self
+            .sutro
+            .job_results(&request.job_id, options, &ctx)
+            .await?;
+        let columns = ResultColumns::from_json(reply.body.results)
+            .map_err(|detail| self.sutro.protocol_error(detail))?;
+        let chunks = columns.into_chunks(
+            self.config.results_chunk_bytes,
+            request.max_rows_per_chunk as usize,
+        );
+        let stream = futures_util::stream::iter(chunks.into_iter().map(Ok));
+        Ok(respond(
+            Box::pin(stream) as Self::GetJobResultsStream,
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    async fn get_job_results_url(
+        &self,
+        request: Request<pb::GetJobResultsUrlRequest>,
+    ) -> Result<Response<pb::GetJobResultsUrlResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::results_url(&request)?;
+        let format = if request.format.is_empty() {
+            "parquet"
+        } else {
+            request.format.as_str()
+        };
+        let options = ResultsOptions {
+            include_inputs: request.include_inputs,
+            include_cumulative_logprobs: request.include_cumulative_logprobs,
+        };
+        let expires = (request.expires_in_seconds > 0).then_some(request.expires_in_seconds as u32);
+        let reply = self
+            .sutro
+            .results_url(&request.job_id, format, options, expires, &ctx)
+            .await?;
+        let body = reply.body;
+        Ok(respond(
+            pb::GetJobResultsUrlResponse {
+                job_id: if body.job_id.is_empty() {
+                    request.job_id
+                } else {
+                    body.job_id
+                },
+                format: body.format,
+                include_inputs: body.include_inputs,
+                include_cumulative_logprobs: body.include_cumulative_logprobs,
+                expires_in_seconds: body.expires_in_seconds.unwrap_or_default() as i32,
+                artifact: Some(pb::ResultsArtifact {
+                    bucket: body.artifact.bucket,
+                    key: body.artifact.key,
+                    filename: body.artifact.filename,
+                    size_bytes: body.artifact.size_bytes.unwrap_or_default(),
+                }),
+                get_url: body.urls.get,
+                head_url: body.urls.head,
+            },
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let job_id = request.into_inner().job_id;
+        validate::job_id(&job_id)?;
+        let reply = self.sutro.cancel_job(&job_id, &ctx).await?;
+        Ok(respond(
+            pb::CancelJobResponse {
+                cancelled: reply.body.cancelled,
+                message: reply.body.message,
+            },
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    async fn get_quotas(
+        &self,
+        request: Request<pb::GetQuotasRequest>,
+    ) -> Result<Response<pb::GetQuotasResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let reply = self.sutro.quotas(&ctx).await?;
+        let quotas = reply
+            .body
+            .quotas
+            .into_iter()
+            .enumerate()
+            .map(|(index, q)| pb::Quota {
+                // The CLI treats the list index as the priority when none is given.
+                priority: q.priority.unwrap_or(index as i64) as i32,
+                row_quota: q.row_quota.unwrap_or_default(),
+                token_quota: q.token_quota.unwrap_or_default(),
+            })
+            .collect();
+        Ok(respond(
+            pb::GetQuotasResponse { quotas },
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    async fn check_auth(
+        &self,
+        request: Request<pb::CheckAuthRequest>,
+    ) -> Result<Response<pb::CheckAuthResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let through_batch = request.into_inner().scope() == pb::AuthScope::BatchService;
+        let reply = self.sutro.check_auth(through_batch, &ctx).await?;
+        if !reply.body.authenticated {
+            return Err(Error::Unauthenticated("Sutro did not accept the API key".into()).into());
+        }
+        Ok(respond(
+            pb::CheckAuthResponse {
+                authenticated: true,
+                principal: reply
+                    .body
+                    .principal
+                    .and_then(crate::convert::json_to_struct),
+            },
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    type WatchJobStream = ServerStream<pb::WatchJobResponse>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::Unavailable("batchgate is shutting down".into()).into());
+        }
+        let ctx = self.context(&request)?;
+        let job_id = request.into_inner().job_id;
+        validate::job_id(&job_id)?;
+        let key = watch_key(&ctx.caller.tenant, &job_id);
+        let (sutro, timing) = (self.sutro.clone(), self.timing());
+        let mut rx = self
+            .watches
+            .subscribe(&key, WatchState::Connecting, move |tx| {
+                poll_job(sutro, ctx, job_id, timing, tx)
+            });
+        // Errors that stop the watch before it starts (unknown job, bad key) are
+        // returned as the call's status rather than inside the stream.
+        let first = rx
+            .wait_for(|state| !matches!(state, WatchState::Connecting))
+            .await
+            .map_err(|_| Status::unavailable("the job's watcher stopped before it started"))?
+            .clone();
+        if let WatchState::Failed(status) = first {
+            return Err(status);
+        }
+        rx.mark_changed();
+        let stream = watcher_stream(rx, self.config.watch_heartbeat, self.shutdown.clone());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn created_id(
+    sutro: &SutroClient,
+    reply: &crate::upstream::sutro_models::CreateJobReply,
+) -> Result<String> {
+    reply
+        .job_id()
+        .map(str::to_owned)
+        .ok_or_else(|| sutro.protocol_error("the create answer names no job id"))
+}

@@ -1,0 +1,209 @@
+//! Sutro's column-oriented results (`{"outputs": [...], "inputs": [...], ...}`) turned
+//! into rows, and the rows cut into messages under a byte budget (never over 4 MiB).
+
+use prost::Message;
+use serde_json::{Map, Value};
+
+use crate::convert::json_to_value;
+use crate::proto::sutro::v1::{GetJobResultsResponse, ResultRow};
+
+/// Columns Sutro names itself; any other column is the job's id column.
+const KNOWN_COLUMNS: [&str; 4] = [
+    "outputs",
+    "inputs",
+    "cumulative_logprobs",
+    "confidence_score",
+];
+
+/// A job's results, column by column, handed out row by row.
+#[derive(Debug, Default)]
+pub struct ResultColumns {
+    outputs: Vec<Value>,
+    inputs: Option<Vec<Value>>,
+    logprobs: Option<Vec<Value>>,
+    confidence: Option<Vec<Value>>,
+    id_column: Option<(String, Vec<Value>)>,
+}
+
+impl ResultColumns {
+    /// Reads the `results` value: the column map, or the legacy bare list of outputs.
+    pub fn from_json(results: Value) -> Result<Self, String> {
+        match results {
+            Value::Array(outputs) => Ok(Self {
+                outputs,
+                ..Self::default()
+            }),
+            Value::Object(map) => Self::from_columns(map),
+            other => Err(format!(
+                "`results` is neither a column map nor a list: {}",
+                kind(&other)
+            )),
+        }
+    }
+
+    fn from_columns(mut map: Map<String, Value>) -> Result<Self, String> {
+        let mut column = |name: &str| -> Result<Option<Vec<Value>>, String> {
+            match map.remove(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Array(values)) => Ok(Some(values)),
+                Some(other) => Err(format!("column `{name}` is not a list: {}", kind(&other))),
+            }
+        };
+        let outputs = column("outputs")?.unwrap_or_default();
+        let inputs = column("inputs")?;
+        let logprobs = column("cumulative_logprobs")?;
+        let confidence = column("confidence_score")?;
+        let id_column = map
+            .into_iter()
+            .find(|(name, values)| !KNOWN_COLUMNS.contains(&name.as_str()) && values.is_array())
+            .and_then(|(name, values)| match values {
+                Value::Array(values) => Some((name, values)),
+                _ => None,
+            });
+        Ok(Self {
+            outputs,
+            inputs,
+            logprobs,
+            confidence,
+            id_column,
+        })
+    }
+
+    /// Number of rows.
+    fn row_count(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// The id column's name, if the job has one.
+    pub fn id_column_name(&self) -> &str {
+        self.id_column
+            .as_ref()
+            .map_or("", |(name, _)| name.as_str())
+    }
+
+    /// Row `index`, moving its values out of the columns.
+    fn take_row(&mut self, index: usize) -> ResultRow {
+        let take = |column: &mut Option<Vec<Value>>| {
+            column
+                .as_mut()
+                .and_then(|values| values.get_mut(index))
+                .map(std::mem::take)
+        };
+        ResultRow {
+            index: index as i64,
+            output: self
+                .outputs
+                .get_mut(index)
+                .map(std::mem::take)
+                .map(json_to_value),
+            input: take(&mut self.inputs).map(json_to_value),
+            cumulative_logprob: take(&mut self.logprobs).and_then(|v| v.as_f64()),
+            confidence_score: take(&mut self.confidence).and_then(|v| v.as_f64()),
+            id_column_value: self
+                .id_column
+                .as_mut()
+                .and_then(|(_, values)| values.get_mut(index))
+                .map(std::mem::take)
+                .map(json_to_value),
+        }
+    }
+
+    /// Cuts the rows into messages of at most `max_bytes` encoded bytes (a single
+    /// row larger than that travels alone) and at most `max_rows` rows (0: no limit).
+    pub fn into_chunks(mut self, max_bytes: usize, max_rows: usize) -> Vec<GetJobResultsResponse> {
+        let total_rows = self.row_count() as i64;
+        let id_column_name = self.id_column_name().to_owned();
+        let new_chunk = || GetJobResultsResponse {
+            rows: Vec::new(),
+            total_rows,
+            id_column_name: id_column_name.clone(),
+        };
+        let mut chunks = Vec::new();
+        let mut chunk = new_chunk();
+        let mut size = chunk.encoded_len();
+        for index in 0..self.row_count() {
+            let row = self.take_row(index);
+            // Field tag plus length prefix of the embedded row.
+            let row_size = row.encoded_len() + 1 + prost::length_delimiter_len(row.encoded_len());
+            let full_by_count = max_rows > 0 && chunk.rows.len() >= max_rows;
+            if !chunk.rows.is_empty() && (size + row_size > max_bytes || full_by_count) {
+                chunks.push(std::mem::replace(&mut chunk, new_chunk()));
+                size = chunk.encoded_len();
+            }
+            size += row_size;
+            chunk.rows.push(row);
+        }
+        if !chunk.rows.is_empty() || chunks.is_empty() {
+            chunks.push(chunk);
+        }
+        chunks
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn columns_become_rows_with_the_id_column() {
+        let columns = ResultColumns::from_json(json!({
+            "outputs": ["a", "b"], "inputs": ["x", "y"], "cumulative_logprobs": [-0.5, -1.0],
+            "experience_id": [101, 102]
+        }))
+        .unwrap();
+        assert_eq!(columns.id_column_name(), "experience_id");
+        let chunks = columns.into_chunks(1 << 20, 0);
+        assert_eq!(chunks.len(), 1);
+        let row = &chunks[0].rows[1];
+        assert_eq!(row.index, 1);
+        assert_eq!(row.cumulative_logprob, Some(-1.0));
+        assert_eq!(row.id_column_value, Some(json_to_value(json!(102))));
+        assert_eq!(row.input, Some(json_to_value(json!("y"))));
+    }
+
+    #[test]
+    fn chunks_respect_the_byte_budget_and_keep_order() {
+        let outputs: Vec<Value> = (0..10_000)
+            .map(|i| json!(format!("output number {i} {}", "x".repeat(50))))
+            .collect();
+        let chunks = ResultColumns::from_json(json!({ "outputs": outputs }))
+            .unwrap()
+            .into_chunks(64 * 1024, 0);
+        assert!(chunks.len() > 5);
+        let mut next = 0;
+        for chunk in &chunks {
+            assert!(chunk.encoded_len() <= 64 * 1024);
+            for row in &chunk.rows {
+                assert_eq!(row.index, next);
+                next += 1;
+            }
+        }
+        assert_eq!(next, 10_000);
+    }
+
+    #[test]
+    fn legacy_bare_list_and_bad_shapes() {
+        let chunks = ResultColumns::from_json(json!(["only", "outputs"]))
+            .unwrap()
+            .into_chunks(1024, 1);
+        assert_eq!(chunks.len(), 2);
+        assert!(ResultColumns::from_json(json!("nope")).is_err());
+        assert!(ResultColumns::from_json(json!({"outputs": 3})).is_err());
+        let empty = ResultColumns::from_json(json!({"outputs": []}))
+            .unwrap()
+            .into_chunks(1024, 0);
+        assert_eq!((empty.len(), empty[0].total_rows), (1, 0));
+    }
+}

@@ -1,0 +1,102 @@
+//! Checks of JobService requests, run before any upstream call so that bad input
+//! costs nothing upstream and the caller learns every bad field at once.
+
+use crate::error::Result;
+use crate::proto::sutro::v1::{self as pb, create_job_request::Inputs};
+use crate::services::validate::{Violations, download_url};
+
+/// Sutro's SDK limits, enforced client-side there and here.
+const NAME_MAX_CHARS: usize = 45;
+const DESCRIPTION_MAX_CHARS: usize = 512;
+const MAX_PAGE_SIZE: i32 = 100;
+const MAX_EXPIRES_IN_SECONDS: i32 = 604_800;
+
+pub fn job_id(id: &str) -> Result<()> {
+    let mut v = Violations::new();
+    v.id("job_id", id);
+    v.finish()
+}
+
+pub fn create_job(request: &pb::CreateJobRequest) -> Result<()> {
+    let mut v = Violations::new();
+    if request.model.trim().is_empty() {
+        v.add("model", "must name a model or a published Function");
+    }
+    match &request.inputs {
+        None => v.add("inputs", "exactly one of prompts, rows or url is required"),
+        Some(Inputs::Prompts(p)) if p.values.is_empty() => {
+            v.add("prompts.values", "must hold at least one prompt")
+        }
+        Some(Inputs::Rows(r)) if r.rows.is_empty() => {
+            v.add("rows.rows", "must hold at least one row")
+        }
+        Some(Inputs::Url(u)) => {
+            download_url(&mut v, "url.url", &u.url);
+            if u.column_name.as_deref().is_some_and(str::is_empty) {
+                v.add("url.column_name", "must not be empty when set");
+            }
+            if u.id_column_name.as_deref().is_some_and(str::is_empty) {
+                v.add("url.id_column_name", "must not be empty when set");
+            }
+        }
+        Some(_) => {}
+    }
+    if !matches!(request.job_priority, 0 | 1) {
+        v.add(
+            "job_priority",
+            format!("must be 0 or 1 (got {})", request.job_priority),
+        );
+    }
+    v.max_chars("name", request.name.as_deref(), NAME_MAX_CHARS);
+    v.max_chars(
+        "description",
+        request.description.as_deref(),
+        DESCRIPTION_MAX_CHARS,
+    );
+    if let Some(schema) = &request.json_schema {
+        if schema.fields.is_empty() {
+            v.add(
+                "json_schema",
+                "must be a JSON Schema object with at least one keyword",
+            );
+        } else if let Some(kind) = schema.fields.get("type").and_then(|t| t.kind.as_ref()) {
+            use prost_types::value::Kind;
+            if !matches!(kind, Kind::StringValue(_) | Kind::ListValue(_)) {
+                v.add("json_schema.type", "must be a string or a list of strings");
+            }
+        }
+    }
+    v.request_id("request_id", &request.request_id);
+    v.finish()
+}
+
+pub fn list_jobs(request: &pb::ListJobsRequest) -> Result<()> {
+    let mut v = Violations::new();
+    v.page_size("page_size", request.page_size, MAX_PAGE_SIZE);
+    v.page_token("page_token", &request.page_token);
+    v.finish()
+}
+
+pub fn results(request: &pb::GetJobResultsRequest) -> Result<()> {
+    let mut v = Violations::new();
+    v.id("job_id", &request.job_id);
+    if request.max_rows_per_chunk < 0 {
+        v.add("max_rows_per_chunk", "must not be negative");
+    }
+    v.finish()
+}
+
+pub fn results_url(request: &pb::GetJobResultsUrlRequest) -> Result<()> {
+    let mut v = Violations::new();
+    v.id("job_id", &request.job_id);
+    if !matches!(request.format.as_str(), "" | "parquet") {
+        v.add("format", "only `parquet` is available");
+    }
+    if !(0..=MAX_EXPIRES_IN_SECONDS).contains(&request.expires_in_seconds) {
+        v.add(
+            "expires_in_seconds",
+            format!("must be between 1 and {MAX_EXPIRES_IN_SECONDS}, or 0 for the default"),
+        );
+    }
+    v.finish()
+}

@@ -1,0 +1,376 @@
+//! WatchJob: one poller per (tenant, job) reads Sutro's NDJSON progress stream and the
+//! persisted status; each watcher gets snapshots, changes, heartbeats and a final message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+
+use super::translate::{failure_reason, is_final, parse_status};
+use crate::context::CallContext;
+use crate::convert::now_timestamp;
+use crate::deadline::Deadline;
+use crate::error::{Error, Result};
+use crate::proto::sutro::v1::{JobProgress, JobStatus, WatchEventKind, WatchJobResponse};
+use crate::upstream::sutro::SutroClient;
+use crate::upstream::sutro_models::{ProgressUpdate, SutroJob};
+
+/// What the poller of one job has published.
+#[derive(Debug, Clone)]
+pub enum WatchState {
+    /// The first read of the job has not come back yet.
+    Connecting,
+    /// The job as last seen; `done` once the persisted status is final.
+    Live { progress: JobProgress, done: bool },
+    /// The job cannot be watched (unknown, bad key, gave up).
+    Failed(Status),
+}
+
+/// Timing of watches.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchTiming {
+    /// Heartbeat interval per watcher.
+    pub heartbeat: Duration,
+    /// Status poll interval (also the longest silence tolerated on the stream).
+    pub poll: Duration,
+    /// Cap on each upstream call the poller makes.
+    pub call_timeout: Duration,
+    /// Longest a job is watched.
+    pub max: Duration,
+}
+
+/// The poller of one job: publishes to `tx` until the job is final, the watch fails,
+/// or (by being dropped) the last watcher leaves.
+pub async fn poll_job(
+    client: SutroClient,
+    ctx: CallContext,
+    job_id: String,
+    timing: WatchTiming,
+    tx: watch::Sender<WatchState>,
+) {
+    let mut poller = Poller {
+        client,
+        ctx,
+        timing,
+        tx,
+        progress: JobProgress {
+            job_id: job_id.clone(),
+            ..Default::default()
+        },
+        started: Instant::now(),
+    };
+    if let Err(error) = poller.run().await {
+        tracing::debug!(%error, job_id, "watch ended with an error");
+        let _ = poller.tx.send(WatchState::Failed(Status::from(error)));
+    }
+}
+
+struct Poller {
+    client: SutroClient,
+    ctx: CallContext,
+    timing: WatchTiming,
+    tx: watch::Sender<WatchState>,
+    progress: JobProgress,
+    started: Instant,
+}
+
+impl Poller {
+    async fn run(&mut self) -> Result<()> {
+        let job = self
+            .client
+            .job(&self.progress.job_id, &self.call_ctx())
+            .await?
+            .body;
+        self.apply_job(job);
+        if self.publish_if_final() {
+            return Ok(());
+        }
+        self.publish();
+
+        // Like the SDK: the progress stream is opened once the job has started.
+        while matches!(
+            self.status(),
+            JobStatus::Queued | JobStatus::Unknown | JobStatus::Unspecified
+        ) {
+            self.pause().await?;
+            if self.refresh_status().await? {
+                return Ok(());
+            }
+        }
+
+        if self.follow_stream().await? {
+            return Ok(());
+        }
+        // The stream can close before the persisted status is final: poll it.
+        loop {
+            if self.refresh_status().await? {
+                return Ok(());
+            }
+            self.pause().await?;
+        }
+    }
+
+    /// Reads the NDJSON stream until it ends; true once the job is final.
+    async fn follow_stream(&mut self) -> Result<bool> {
+        let mut lines = match self
+            .client
+            .progress(&self.progress.job_id, &self.call_ctx())
+            .await
+        {
+            Ok(lines) => lines,
+            Err(error) => {
+                tracing::debug!(%error, "progress stream unavailable; polling status instead");
+                return Ok(false);
+            }
+        };
+        loop {
+            match timeout(self.timing.poll, lines.next()).await {
+                Ok(Some(Ok(update))) => {
+                    if self.apply_update(update).await? {
+                        return Ok(true);
+                    }
+                }
+                Ok(Some(Err(error))) => {
+                    tracing::debug!(%error, "progress stream broke");
+                    return Ok(false);
+                }
+                Ok(None) => return Ok(false),
+                // A silent stream: check the persisted status, keep reading.
+                Err(_) => {
+                    if self.refresh_status().await? {
+                        return Ok(true);
+                    }
+                }
+            }
+            self.check_age()?;
+        }
+    }
+
+    async fn apply_update(&mut self, update: ProgressUpdate) -> Result<bool> {
+        let p = &mut self.progress;
+        match update {
+            ProgressUpdate::Rows(rows) => p.rows_processed = p.rows_processed.max(rows),
+            ProgressUpdate::Tokens {
+                input,
+                output,
+                per_second,
+            } => {
+                // Updates may carry any subset; counters never go backwards.
+                if let Some(n) = input {
+                    p.input_tokens = Some(p.input_tokens.unwrap_or(0).max(n));
+                }
+                if let Some(n) = output {
+                    p.output_tokens = Some(p.output_tokens.unwrap_or(0).max(n));
+                }
+                if per_second.is_some() {
+                    p.tokens_per_second = per_second;
+                }
+            }
+            // The stream can miss the final notification; heartbeats are the cue to
+            // look at the persisted status.
+            ProgressUpdate::Heartbeat => return self.refresh_status().await,
+        }
+        self.publish();
+        Ok(false)
+    }
+
+    /// Reads the persisted status; on a final one, reads the whole job, publishes
+    /// the final state and returns true.
+    async fn refresh_status(&mut self) -> Result<bool> {
+        self.check_age()?;
+        let reply = match self
+            .client
+            .job_status(&self.progress.job_id, &self.call_ctx())
+            .await
+        {
+            Ok(reply) => reply.body,
+            Err(error) if is_transient(&error) => {
+                tracing::debug!(%error, "status poll failed; will retry");
+                return Ok(false);
+            }
+            Err(error) => return Err(error),
+        };
+        let raw = reply.status_of(&self.progress.job_id).unwrap_or_default();
+        let status = parse_status(&raw);
+        if is_final(status) {
+            let job = self
+                .client
+                .job(&self.progress.job_id, &self.call_ctx())
+                .await?
+                .body;
+            self.apply_job(job);
+            // The job object and the status endpoint can disagree for a moment;
+            // the status endpoint said final, so that is what we report.
+            self.progress.status = status.into();
+            self.progress.raw_status = raw;
+            if self.progress.failure_reason.is_none() {
+                self.progress.failure_reason = failure_reason(reply.failure_reason());
+            }
+            return Ok(self.publish_if_final());
+        }
+        self.progress.status = status.into();
+        self.progress.raw_status = raw;
+        self.publish();
+        Ok(false)
+    }
+
+    fn apply_job(&mut self, job: SutroJob) {
+        let p = &mut self.progress;
+        let raw = job.status.unwrap_or_default();
+        p.status = parse_status(&raw).into();
+        p.raw_status = raw;
+        p.total_rows = job.num_rows.or(p.total_rows);
+        if let Some(n) = job.input_tokens {
+            p.input_tokens = Some(p.input_tokens.unwrap_or(0).max(n));
+        }
+        if let Some(n) = job.output_tokens {
+            p.output_tokens = Some(p.output_tokens.unwrap_or(0).max(n));
+        }
+        p.failure_reason = failure_reason(job.failure_reason).or(p.failure_reason.take());
+    }
+
+    fn status(&self) -> JobStatus {
+        JobStatus::try_from(self.progress.status).unwrap_or_default()
+    }
+
+    fn publish_if_final(&mut self) -> bool {
+        let done = is_final(self.status());
+        if done {
+            if self.status() == JobStatus::Succeeded {
+                // Only a persisted success says every row is done.
+                if let Some(total) = self.progress.total_rows {
+                    self.progress.rows_processed = self.progress.rows_processed.max(total);
+                }
+            }
+            self.send(true);
+        }
+        done
+    }
+
+    fn publish(&mut self) {
+        self.send(false);
+    }
+
+    fn send(&mut self, done: bool) {
+        let progress = self.progress.clone();
+        self.tx.send_if_modified(|state| {
+            let changed = match state {
+                WatchState::Live {
+                    progress: old,
+                    done: was_done,
+                } => *was_done != done || !same_progress(old, &progress),
+                _ => true,
+            };
+            if changed {
+                let mut progress = progress;
+                progress.observed_at = Some(now_timestamp());
+                *state = WatchState::Live { progress, done };
+            }
+            changed
+        });
+    }
+
+    async fn pause(&self) -> Result<()> {
+        self.check_age()?;
+        sleep(self.timing.poll).await;
+        Ok(())
+    }
+
+    fn check_age(&self) -> Result<()> {
+        if self.started.elapsed() > self.timing.max {
+            return Err(Error::DeadlineExceeded { upstream: None });
+        }
+        Ok(())
+    }
+
+    fn call_ctx(&self) -> CallContext {
+        self.ctx
+            .with_deadline(Deadline::after(self.timing.call_timeout))
+    }
+}
+
+fn same_progress(a: &JobProgress, b: &JobProgress) -> bool {
+    let strip = |p: &JobProgress| JobProgress {
+        observed_at: None,
+        ..p.clone()
+    };
+    strip(a) == strip(b)
+}
+
+fn is_transient(error: &Error) -> bool {
+    matches!(
+        error.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Internal
+    )
+}
+
+/// One watcher's messages: the snapshot, each change, heartbeats, the final state.
+/// On shutdown the stream ends with UNAVAILABLE so the caller knows to resume.
+pub fn watcher_stream(
+    mut rx: watch::Receiver<WatchState>,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Result<WatchJobResponse, Status>> + Send + 'static {
+    let message = |kind: WatchEventKind, progress: JobProgress| WatchJobResponse {
+        kind: kind.into(),
+        progress: Some(progress),
+    };
+    async_stream::stream! {
+        let mut first = true;
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                WatchState::Connecting => {}
+                WatchState::Failed(status) => {
+                    yield Err(status);
+                    return;
+                }
+                WatchState::Live { progress, done: true } => {
+                    yield Ok(message(WatchEventKind::Final, progress));
+                    return;
+                }
+                WatchState::Live { progress, done: false } => {
+                    let kind = if first { WatchEventKind::Snapshot } else { WatchEventKind::Progress };
+                    first = false;
+                    yield Ok(message(kind, progress));
+                }
+            }
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => {
+                        yield Err(Status::unavailable("batchgate is shutting down; call WatchJob again to resume"));
+                        return;
+                    }
+                    changed = timeout(heartbeat, rx.changed()) => match changed {
+                        Ok(Ok(())) => break,
+                        Ok(Err(_)) => {
+                            yield Err(Status::unavailable("the job's watcher stopped; call WatchJob again to resume"));
+                            return;
+                        }
+                        Err(_) => {
+                            let current = match &*rx.borrow() {
+                                WatchState::Live { progress, .. } => Some(progress.clone()),
+                                _ => None,
+                            };
+                            if let Some(progress) = current {
+                                yield Ok(message(WatchEventKind::Heartbeat, progress));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The hub key of a watch: tenants never share a poller (each uses its own key).
+pub fn watch_key(tenant: &str, job_id: &str) -> String {
+    format!("sutro:{tenant}:{job_id}")
+}
+
+/// Shared handle type for the hub of Sutro job watches.
+pub type JobWatchHub = Arc<crate::progress::MemoryHub<WatchState>>;

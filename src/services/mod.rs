@@ -1,0 +1,17 @@
+//! The gRPC services: each validates a call, translates it to upstream REST calls,
+//! and translates the answers back. Shared request checks live in `validate`.
+
+pub mod jobs;
+pub mod validate;
+
+/// Wraps a reply, echoing the upstream's request id to the caller as
+/// `x-upstream-request-id` response metadata.
+pub fn respond<T>(body: T, upstream_request_id: Option<&str>) -> tonic::Response<T> {
+    let mut response = tonic::Response::new(body);
+    if let Some(value) = upstream_request_id.and_then(|id| id.parse().ok()) {
+        response
+            .metadata_mut()
+            .insert("x-upstream-request-id", value);
+    }
+    response
+}

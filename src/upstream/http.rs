@@ -1,0 +1,480 @@
+//! The HTTP core shared by every upstream: auth header, deadline, retries with jittered
+//! backoff and `Retry-After`, trace propagation, and turning HTTP failures into `Error`s.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use tokio::time::{Instant, sleep, timeout_at};
+use tracing::Instrument;
+use url::Url;
+
+use crate::config::RetryPolicy;
+use crate::context::CallContext;
+use crate::error::{Error, Result, UpstreamFailure, UpstreamId};
+
+/// How an upstream expects its key in the `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Authorization: Key <key>` (Sutro).
+    Key,
+    /// `Authorization: Bearer <key>` (xAI).
+    Bearer,
+}
+
+/// One REST request, before auth and retries.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// HTTP method.
+    pub method: Method,
+    /// Path segments under the base URL; each is percent-encoded on its own.
+    pub segments: Vec<String>,
+    /// Query parameters.
+    pub query: Vec<(&'static str, String)>,
+    /// JSON body, if any.
+    pub body: Option<serde_json::Value>,
+    /// Whether the call may be repeated safely (reads and cancels). Creates are not.
+    pub idempotent: bool,
+}
+
+impl Call {
+    /// A `GET` of `segments` (idempotent).
+    pub fn get<S: Into<String>>(segments: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            method: Method::GET,
+            segments: segments.into_iter().map(Into::into).collect(),
+            query: Vec::new(),
+            body: None,
+            idempotent: true,
+        }
+    }
+
+    /// A `POST` of `body` to `segments`; not idempotent unless marked so.
+    pub fn post<S: Into<String>>(
+        segments: impl IntoIterator<Item = S>,
+        body: serde_json::Value,
+    ) -> Self {
+        Self {
+            method: Method::POST,
+            segments: segments.into_iter().map(Into::into).collect(),
+            query: Vec::new(),
+            body: Some(body),
+            idempotent: false,
+        }
+    }
+
+    /// Marks the call safe to retry.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// Adds a query parameter.
+    pub fn query(mut self, name: &'static str, value: impl ToString) -> Self {
+        self.query.push((name, value.to_string()));
+        self
+    }
+}
+
+/// A decoded upstream answer and the upstream's request id.
+#[derive(Debug)]
+pub struct Reply<T> {
+    /// The decoded body.
+    pub body: T,
+    /// The upstream's `x-request-id`, echoed to callers.
+    pub request_id: Option<String>,
+}
+
+/// The shared HTTP client of one upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamHttp {
+    client: reqwest::Client,
+    base: Url,
+    id: UpstreamId,
+    scheme: AuthScheme,
+    retry: RetryPolicy,
+}
+
+/// Installs the process-wide TLS crypto provider (ring) once; reqwest needs one.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl UpstreamHttp {
+    /// A client for the upstream at `base` (a normalized `<origin>/v1/` URL).
+    pub fn new(
+        provider: &'static str,
+        base: Url,
+        scheme: AuthScheme,
+        retry: RetryPolicy,
+    ) -> Result<Self> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("batchgate/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| {
+                Error::Internal(format!("cannot build the {provider} HTTP client: {e}"))
+            })?;
+        let id = UpstreamId {
+            provider,
+            host: base.host_str().unwrap_or_default().to_owned(),
+        };
+        Ok(Self {
+            client,
+            base,
+            id,
+            scheme,
+            retry,
+        })
+    }
+
+    /// Which upstream this is.
+    pub fn id(&self) -> &UpstreamId {
+        &self.id
+    }
+
+    /// The base URL calls are made under.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// Sends `call` (retrying if it is idempotent) and decodes a JSON 2xx answer.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        call: &Call,
+        ctx: &CallContext,
+    ) -> Result<Reply<T>> {
+        let (status, request_id, body) = self
+            .with_retries(call, ctx, || async {
+                let response = self.send_once(call, ctx).await?;
+                let status = response.status();
+                let request_id = upstream_request_id(response.headers());
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.transport_error(&e))?;
+                Ok((status, request_id, body))
+            })
+            .await?;
+        let body = decode(&body).map_err(|detail| Error::UpstreamProtocol {
+            upstream: self.id.clone(),
+            status: status.as_u16(),
+            detail,
+        })?;
+        Ok(Reply { body, request_id })
+    }
+
+    /// Sends `call` and returns the 2xx response with its body unread, for streams.
+    /// Only opening the stream is bounded by the deadline.
+    pub async fn open_stream(&self, call: &Call, ctx: &CallContext) -> Result<reqwest::Response> {
+        self.with_retries(call, ctx, || self.send_once(call, ctx))
+            .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the deadline passes.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        call: &Call,
+        ctx: &CallContext,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = ctx.deadline.at();
+        let span = tracing::info_span!(
+            "upstream",
+            otel.kind = "client",
+            http.request.method = %call.method,
+            server.address = %self.id.host,
+            url.path = %call.segments.join("/"),
+            http.response.status_code = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        async move {
+            let mut tries = 1;
+            loop {
+                let outcome = match timeout_at(deadline, attempt()).await {
+                    Ok(outcome) => outcome,
+                    // Dropping the attempt drops the upstream request with it.
+                    Err(_) => Err(Error::DeadlineExceeded {
+                        upstream: Some(self.id.clone()),
+                    }),
+                };
+                tracing::Span::current().record("attempts", tries);
+                let error = match outcome {
+                    Ok(value) => return Ok(value),
+                    Err(error) => error,
+                };
+                if !call.idempotent || tries >= self.retry.max_attempts || !is_retryable(&error) {
+                    return Err(error);
+                }
+                let delay = retry_after(&error).unwrap_or_else(|| self.backoff(tries));
+                if Instant::now() + delay >= deadline {
+                    return Err(error);
+                }
+                tracing::debug!(%error, ?delay, tries, "retrying upstream call");
+                sleep(delay).await;
+                tries += 1;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Full-jitter exponential backoff for retry number `tries`.
+    fn backoff(&self, tries: u32) -> Duration {
+        let exp = self
+            .retry
+            .base_delay
+            .saturating_mul(1u32 << tries.saturating_sub(1).min(16));
+        let cap = exp.min(self.retry.max_delay);
+        let millis = cap.as_millis().max(1) as u64;
+        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+    }
+
+    /// One HTTP exchange; a non-2xx answer becomes an `Error::Upstream`.
+    async fn send_once(&self, call: &Call, ctx: &CallContext) -> Result<reqwest::Response> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| Error::Internal("upstream base URL cannot have paths".into()))?
+            .pop_if_empty()
+            .extend(&call.segments);
+        if !call.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&call.query);
+        }
+        let mut headers = HeaderMap::new();
+        let scheme = match self.scheme {
+            AuthScheme::Key => "Key",
+            AuthScheme::Bearer => "Bearer",
+        };
+        let mut auth = HeaderValue::from_str(&format!("{scheme} {}", ctx.caller.key.expose()))
+            .map_err(|_| {
+                Error::Unauthenticated("the API key contains characters HTTP cannot carry".into())
+            })?;
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+        if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+            headers.insert("x-request-id", id);
+        }
+        crate::telemetry::inject_trace_context(&mut headers);
+
+        let mut request = self
+            .client
+            .request(call.method.clone(), url)
+            .headers(headers);
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        if status.is_success() {
+            return Ok(response);
+        }
+        Err(self.failure(status, response, ctx).await)
+    }
+
+    async fn failure(
+        &self,
+        status: StatusCode,
+        response: reqwest::Response,
+        ctx: &CallContext,
+    ) -> Error {
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(parse_retry_after);
+        let request_id = upstream_request_id(response.headers());
+        let body = response.bytes().await.unwrap_or_default();
+        let message = scrub(&error_text(&body, status), ctx.caller.key.expose());
+        Error::Upstream(UpstreamFailure {
+            upstream: self.id.clone(),
+            status: status.as_u16(),
+            message,
+            retry_after,
+            request_id,
+        })
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> Error {
+        // reqwest's messages name the URL, never headers; strip the URL anyway.
+        let detail = error.without_url_ref().to_string();
+        Error::UpstreamUnreachable {
+            upstream: self.id.clone(),
+            detail,
+        }
+    }
+}
+
+trait WithoutUrlRef {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrlRef for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut text = self.to_string();
+        if let Some(url) = self.url() {
+            text = text.replace(url.as_str(), "<upstream>");
+        }
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &Bytes) -> std::result::Result<T, String> {
+    serde_json::from_slice(body)
+        .map_err(|e| format!("body does not match the documented shape: {e}"))
+}
+
+fn is_retryable(error: &Error) -> bool {
+    match error {
+        Error::Upstream(f) => matches!(f.status, 408 | 429 | 500 | 502 | 503 | 504 | 524),
+        Error::UpstreamUnreachable { .. } => true,
+        _ => false,
+    }
+}
+
+fn retry_after(error: &Error) -> Option<Duration> {
+    match error {
+        Error::Upstream(f) => f.retry_after,
+        _ => None,
+    }
+}
+
+fn upstream_request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The human text of an error body: FastAPI `detail` (string, list or object),
+/// `message`, or `error` (string or `{message}`); else the body itself, shortened.
+fn error_text(body: &[u8], status: StatusCode) -> String {
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(json) => ["detail", "message", "error"]
+            .iter()
+            .find_map(|key| json.get(key).map(describe_json))
+            .unwrap_or_else(|| json.to_string()),
+        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+    };
+    let text = if text.is_empty() {
+        status.canonical_reason().unwrap_or("no message").to_owned()
+    } else {
+        text
+    };
+    shorten(text, 1024)
+}
+
+fn describe_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| match (item.get("loc"), item.get("msg")) {
+                (Some(loc), Some(msg)) => format!("{loc}: {}", describe_json(msg)),
+                _ => describe_json(item),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        serde_json::Value::Object(map) => map
+            .get("message")
+            .map(describe_json)
+            .unwrap_or_else(|| value.to_string()),
+        other => other.to_string(),
+    }
+}
+
+fn shorten(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// Removes the caller's key from upstream text, in case an upstream echoes it.
+fn scrub(text: &str, secret: &str) -> String {
+    if secret.len() >= 4 && text.contains(secret) {
+        text.replace(secret, "***")
+    } else {
+        text.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_reads_every_documented_shape() {
+        let s = StatusCode::BAD_REQUEST;
+        assert_eq!(
+            error_text(br#"{"detail": "Job not found"}"#, s),
+            "Job not found"
+        );
+        assert_eq!(error_text(br#"{"message": "gone"}"#, s), "gone");
+        assert_eq!(
+            error_text(br#"{"code": "Client specified an invalid argument", "error": "Incorrect API key"}"#, s),
+            "Incorrect API key"
+        );
+        assert_eq!(
+            error_text(br#"{"error": {"message": "nested"}}"#, s),
+            "nested"
+        );
+        assert_eq!(
+            error_text(
+                br#"{"detail": [{"loc": ["body", "inputs"], "msg": "field required"}]}"#,
+                s
+            ),
+            r#"["body","inputs"]: field required"#
+        );
+        assert_eq!(error_text(b"error code: 524", s), "error code: 524");
+        assert_eq!(error_text(b"", StatusCode::BAD_GATEWAY), "Bad Gateway");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("3")),
+            Some(Duration::from_secs(3))
+        );
+        let past = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn echoed_keys_are_scrubbed() {
+        assert_eq!(scrub("bad key sk_live_1234", "sk_live_1234"), "bad key ***");
+    }
+}

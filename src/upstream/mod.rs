@@ -1,0 +1,7 @@
+//! Calling the upstream REST APIs: one shared HTTP core (`http`), and one typed
+//! client per provider with a method per REST endpoint (`sutro`).
+
+pub mod base_url;
+pub mod http;
+pub mod sutro;
+pub mod sutro_models;

@@ -1,0 +1,227 @@
+//! The Sutro REST client: one method per endpoint of the `/v1` API, returning the
+//! typed shapes of `sutro_models`. Retries, deadlines and auth come from `http`.
+
+use std::pin::Pin;
+
+use bytes::{Buf, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::base_url::is_retired_sutro_host;
+use super::http::{AuthScheme, Call, Reply, UpstreamHttp};
+use super::sutro_models::*;
+use crate::config::RetryPolicy;
+use crate::context::CallContext;
+use crate::error::{Error, Result};
+
+/// The progress lines of one job, as they arrive.
+pub type ProgressStream = Pin<Box<dyn Stream<Item = Result<ProgressUpdate>> + Send>>;
+
+/// Longest NDJSON line accepted from the progress stream.
+const MAX_PROGRESS_LINE: usize = 64 * 1024;
+
+/// A client of one Sutro deployment.
+#[derive(Debug, Clone)]
+pub struct SutroClient {
+    http: UpstreamHttp,
+}
+
+/// Options of a results request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResultsOptions {
+    /// Return each row's input.
+    pub include_inputs: bool,
+    /// Return cumulative logprobs.
+    pub include_cumulative_logprobs: bool,
+}
+
+impl SutroClient {
+    /// A client of the deployment at `base` (a normalized `<origin>/v1/` URL).
+    pub fn new(base: Url, retry: RetryPolicy) -> Result<Self> {
+        if is_retired_sutro_host(&base) {
+            tracing::warn!(
+                host = base.host_str(),
+                "the configured Sutro URL is the retired shared API; it answers 410"
+            );
+        }
+        Ok(Self {
+            http: UpstreamHttp::new("sutro", base, AuthScheme::Key, retry)?,
+        })
+    }
+
+    /// `POST batch-inference`. Never retried: a lost answer may still have created a job.
+    pub async fn create_job(
+        &self,
+        body: Value,
+        ctx: &CallContext,
+    ) -> Result<Reply<CreateJobReply>> {
+        self.call(&Call::post(["batch-inference"], body), ctx).await
+    }
+
+    /// `GET job-status/{id}`.
+    pub async fn job_status(
+        &self,
+        job_id: &str,
+        ctx: &CallContext,
+    ) -> Result<Reply<JobStatusReply>> {
+        self.call(&Call::get(["job-status", job_id]), ctx).await
+    }
+
+    /// `GET jobs/{id}`.
+    pub async fn job(&self, job_id: &str, ctx: &CallContext) -> Result<Reply<SutroJob>> {
+        let reply: Reply<JobEnvelope> = self.call(&Call::get(["jobs", job_id]), ctx).await?;
+        Ok(Reply {
+            body: reply.body.job,
+            request_id: reply.request_id,
+        })
+    }
+
+    /// `GET list-jobs?limit=&cursor=`.
+    pub async fn list_jobs(
+        &self,
+        limit: u32,
+        cursor: Option<&str>,
+        ctx: &CallContext,
+    ) -> Result<Reply<ListJobsReply>> {
+        let mut call = Call::get(["list-jobs"]).query("limit", limit);
+        if let Some(cursor) = cursor {
+            call = call.query("cursor", cursor);
+        }
+        self.call(&call, ctx).await
+    }
+
+    /// `POST job-results`: a read, so it is safe to retry.
+    pub async fn job_results(
+        &self,
+        job_id: &str,
+        options: ResultsOptions,
+        ctx: &CallContext,
+    ) -> Result<Reply<ResultsReply>> {
+        let body = json!({
+            "job_id": job_id,
+            "include_inputs": options.include_inputs,
+            "include_cumulative_logprobs": options.include_cumulative_logprobs,
+        });
+        self.call(&Call::post(["job-results"], body).idempotent(), ctx)
+            .await
+    }
+
+    /// `GET jobs/{id}/results-url`.
+    pub async fn results_url(
+        &self,
+        job_id: &str,
+        format: &str,
+        options: ResultsOptions,
+        expires_in_seconds: Option<u32>,
+        ctx: &CallContext,
+    ) -> Result<Reply<ResultsUrlReply>> {
+        let mut call = Call::get(["jobs", job_id, "results-url"])
+            .query("format", format)
+            .query("include_inputs", options.include_inputs)
+            .query(
+                "include_cumulative_logprobs",
+                options.include_cumulative_logprobs,
+            );
+        if let Some(expires) = expires_in_seconds {
+            call = call.query("expires_in_seconds", expires);
+        }
+        self.call(&call, ctx).await
+    }
+
+    /// `GET job-cancel/{id}`: asking twice is harmless, so it is retried.
+    pub async fn cancel_job(&self, job_id: &str, ctx: &CallContext) -> Result<Reply<CancelReply>> {
+        self.call(&Call::get(["job-cancel", job_id]), ctx).await
+    }
+
+    /// `GET get-quotas`.
+    pub async fn quotas(&self, ctx: &CallContext) -> Result<Reply<QuotasReply>> {
+        self.call(&Call::get(["get-quotas"]), ctx).await
+    }
+
+    /// `GET auth/check` (deployment only) or `GET try-authentication` (through Batch).
+    pub async fn check_auth(
+        &self,
+        through_batch: bool,
+        ctx: &CallContext,
+    ) -> Result<Reply<AuthReply>> {
+        let call = if through_batch {
+            Call::get(["try-authentication"])
+        } else {
+            Call::get(["auth", "check"])
+        };
+        self.call(&call, ctx).await
+    }
+
+    /// `GET stream-job-progress/{id}`: the NDJSON lines, parsed. Opening is bounded
+    /// by `ctx`'s deadline; reading is not (the stream lives as long as the job).
+    pub async fn progress(&self, job_id: &str, ctx: &CallContext) -> Result<ProgressStream> {
+        let response = self
+            .http
+            .open_stream(&Call::get(["stream-job-progress", job_id]), ctx)
+            .await
+            .map_err(explain_retired_host)?;
+        let upstream = self.http.id().clone();
+        let mut body = response.bytes_stream();
+        let lines = async_stream::stream! {
+            let mut buffer = BytesMut::new();
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(chunk) => buffer.extend_from_slice(&chunk),
+                    Err(e) => {
+                        yield Err(Error::UpstreamUnreachable { upstream: upstream.clone(), detail: format!("progress stream broke: {e}") });
+                        return;
+                    }
+                }
+                while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                    let line = buffer.split_to(end + 1);
+                    if let Some(update) = parse_progress_line(&line[..end]) {
+                        yield Ok(update);
+                    }
+                }
+                if buffer.len() > MAX_PROGRESS_LINE {
+                    buffer.advance(buffer.len());
+                }
+            }
+            if let Some(update) = parse_progress_line(&buffer) {
+                yield Ok(update);
+            }
+        };
+        Ok(Box::pin(lines))
+    }
+
+    /// An error for a 2xx answer whose content is not what Sutro documents.
+    pub fn protocol_error(&self, detail: impl Into<String>) -> Error {
+        Error::UpstreamProtocol {
+            upstream: self.http.id().clone(),
+            status: 200,
+            detail: detail.into(),
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        call: &Call,
+        ctx: &CallContext,
+    ) -> Result<Reply<T>> {
+        self.http
+            .json(call, ctx)
+            .await
+            .map_err(explain_retired_host)
+    }
+}
+
+/// Sutro's retired shared host answers 410 to everything; say what to do about it.
+fn explain_retired_host(error: Error) -> Error {
+    match error {
+        Error::Upstream(mut failure)
+            if failure.status == 410 && failure.message.contains("no longer supported") =>
+        {
+            failure.message.push_str(
+                " (batchgate: set BATCHGATE_SUTRO_BASE_URL to your Sutro single-tenant deployment URL)",
+            );
+            Error::Upstream(failure)
+        }
+        other => other,
+    }
+}
