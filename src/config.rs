@@ -29,6 +29,25 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_SUTRO_API_KEY", hide_env_values = true)]
     pub sutro_api_key: Option<String>,
 
+    /// xAI API URL, as an origin or `<origin>/v1` (e.g. `https://api.x.ai/v1`). Unset:
+    /// the built-in simulator is started and used.
+    #[arg(long, env = "BATCHGATE_XAI_BASE_URL")]
+    pub xai_base_url: Option<String>,
+
+    /// The gateway's own xAI API key, used for callers that send no
+    /// `authorization` metadata. Never logged.
+    #[arg(long, env = "BATCHGATE_XAI_API_KEY", hide_env_values = true)]
+    pub xai_api_key: Option<String>,
+
+    /// Byte budget of one upstream add-requests call; larger AddBatchRequests calls
+    /// are split [default: 20971520].
+    #[arg(long, env = "BATCHGATE_XAI_ADD_CHUNK_BYTES")]
+    pub xai_add_chunk_bytes: Option<usize>,
+
+    /// Most requests in one upstream add-requests call [default: 1000].
+    #[arg(long, env = "BATCHGATE_XAI_ADD_CHUNK_REQUESTS")]
+    pub xai_add_chunk_requests: Option<usize>,
+
     /// Upper bound on any one upstream call, in milliseconds; callers' shorter
     /// `grpc-timeout`s win [default: 30000].
     #[arg(long, env = "BATCHGATE_UPSTREAM_TIMEOUT_MS")]
@@ -111,6 +130,10 @@ impl ConfigLayer {
             listen,
             sutro_base_url,
             sutro_api_key,
+            xai_base_url,
+            xai_api_key,
+            xai_add_chunk_bytes,
+            xai_add_chunk_requests,
             upstream_timeout_ms,
             retry_max_attempts,
             retry_base_delay_ms,
@@ -160,6 +183,14 @@ pub struct Config {
     pub sutro_base_url: Option<Url>,
     /// The managed Sutro key.
     pub sutro_api_key: Option<Secret>,
+    /// xAI `/v1` base URL; `None` runs the built-in simulator.
+    pub xai_base_url: Option<Url>,
+    /// The managed xAI key.
+    pub xai_api_key: Option<Secret>,
+    /// Byte budget of one upstream add-requests call.
+    pub xai_add_chunk_bytes: usize,
+    /// Most requests in one upstream add-requests call.
+    pub xai_add_chunk_requests: usize,
     /// Cap on one upstream call.
     pub upstream_timeout: Duration,
     /// Retries of idempotent calls.
@@ -198,6 +229,15 @@ impl Config {
                 normalize_base_url(raw).map_err(|e| ConfigError(format!("sutro_base_url: {e}")))
             })
             .transpose()?;
+        let xai_base_url = layer
+            .xai_base_url
+            .as_deref()
+            .map(|raw| normalize_base_url(raw).map_err(|e| ConfigError(format!("xai_base_url: {e}"))))
+            .transpose()?;
+        let xai_add_chunk_requests = layer.xai_add_chunk_requests.unwrap_or(1000);
+        if xai_add_chunk_requests == 0 {
+            return Err(ConfigError("xai_add_chunk_requests must be at least 1".into()));
+        }
         let results_chunk_bytes = layer.results_chunk_bytes.unwrap_or(1024 * 1024);
         if !(1024..=MAX_MESSAGE_BYTES / 2).contains(&results_chunk_bytes) {
             return Err(ConfigError(format!(
@@ -218,6 +258,10 @@ impl Config {
                 .sutro_api_key
                 .filter(|k| !k.is_empty())
                 .map(Secret::new),
+            xai_base_url,
+            xai_api_key: layer.xai_api_key.filter(|k| !k.is_empty()).map(Secret::new),
+            xai_add_chunk_bytes: layer.xai_add_chunk_bytes.unwrap_or(20 * 1024 * 1024).max(1024),
+            xai_add_chunk_requests,
             upstream_timeout: ms(layer.upstream_timeout_ms.unwrap_or(30_000)),
             retry: RetryPolicy {
                 max_attempts: retry_max_attempts,

@@ -51,6 +51,9 @@ pub struct UpstreamFailure {
     pub retry_after: Option<Duration>,
     /// Its `x-request-id`, if any.
     pub request_id: Option<String>,
+    /// The code the provider's client knows this answer means, when the status
+    /// alone says otherwise (xAI's 400 for a wrong key is UNAUTHENTICATED).
+    pub meaning: Option<Code>,
 }
 
 /// Everything that can go wrong while serving a call.
@@ -98,6 +101,24 @@ pub enum Error {
     /// A bug or an impossible state in the gateway itself.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A large add was split into several upstream calls and one failed: the
+    /// requests before it were accepted, the rest were not.
+    #[error(
+        "{cause}; requests 0..{accepted} of {total} were accepted upstream{}, requests {accepted}..{total} were not (first not accepted: {first_rejected_id}); retrying the same call is safe",
+        last_accepted_id.as_ref().map(|id| format!(" (last accepted: {id})")).unwrap_or_default()
+    )]
+    PartiallyAccepted {
+        /// Why the failed upstream call failed.
+        cause: Box<Error>,
+        /// How many requests (in call order) were accepted.
+        accepted: usize,
+        /// How many requests the call had.
+        total: usize,
+        /// The id of the last accepted request, if any.
+        last_accepted_id: Option<String>,
+        /// The id of the first request that was not accepted.
+        first_rejected_id: String,
+    },
 }
 
 /// Shorthand for results whose error is [`Error`].
@@ -137,11 +158,22 @@ impl Error {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::Upstream(failure) => code_for_upstream_status(failure.status),
+            Error::Upstream(failure) => failure
+                .meaning
+                .unwrap_or_else(|| code_for_upstream_status(failure.status)),
+            Error::PartiallyAccepted { cause, .. } => cause.code(),
             Error::UpstreamUnreachable { .. } | Error::Unavailable(_) => Code::Unavailable,
             Error::UpstreamProtocol { .. } | Error::Internal(_) => Code::Internal,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         }
+    }
+
+    /// True for trouble that may pass by itself (worth polling again later).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Internal
+        )
     }
 
     /// A stable machine-readable reason for ErrorInfo.
@@ -156,6 +188,7 @@ impl Error {
             Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED".into(),
             Error::Unavailable(_) => "UNAVAILABLE".into(),
             Error::Internal(_) => "INTERNAL".into(),
+            Error::PartiallyAccepted { .. } => "PARTIALLY_ACCEPTED".into(),
         }
     }
 
@@ -185,6 +218,23 @@ impl Error {
                 metadata.insert("upstream".into(), upstream.provider.into());
                 upstream.host.clone()
             }
+            Error::PartiallyAccepted {
+                cause,
+                accepted,
+                total,
+                last_accepted_id,
+                first_rejected_id,
+            } => {
+                let (domain, mut inner) = cause.origin();
+                inner.insert("accepted_count".into(), accepted.to_string());
+                inner.insert("total_count".into(), total.to_string());
+                inner.insert("first_not_accepted_id".into(), first_rejected_id.clone());
+                if let Some(id) = last_accepted_id {
+                    inner.insert("last_accepted_id".into(), id.clone());
+                }
+                metadata = inner;
+                domain
+            }
             _ => DOMAIN.into(),
         };
         (domain, metadata)
@@ -193,6 +243,7 @@ impl Error {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Upstream(f) => f.retry_after,
+            Error::PartiallyAccepted { cause, .. } => cause.retry_after(),
             _ => None,
         }
     }
@@ -264,6 +315,7 @@ mod tests {
             message: "slow down".into(),
             retry_after: Some(Duration::from_secs(7)),
             request_id: Some("req-1".into()),
+            meaning: None,
         });
         let status = tonic::Status::from(&error);
         assert_eq!(status.code(), Code::ResourceExhausted);

@@ -1,1 +1,90 @@
-fn main() {}
+//! The `batchgate` command: parses the command line and calls into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use batchgate::config::{Config, ConfigLayer};
+use batchgate::server::App;
+use batchgate::sim::SimConfig;
+use clap::{Parser, Subcommand};
+
+/// One gRPC endpoint for batch LLM inference on Sutro jobs and xAI batches.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. With no Sutro URL it serves the built-in simulator, no keys needed.
+    Serve {
+        /// A TOML file of settings (keys as below, e.g. `sutro_base_url = "..."`);
+        /// flags and BATCHGATE_* variables override it.
+        #[arg(long, env = "BATCHGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: ConfigLayer,
+    },
+    /// Run the upstream simulator on its own (Sutro's REST API, for demos and tests).
+    Sim {
+        /// Address to serve HTTP on.
+        #[arg(long, env = "BATCHGATE_SIM_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        sim: SimConfig,
+    },
+    /// Print the settings `serve` would run with (secrets redacted), and exit.
+    CheckConfig {
+        /// A TOML file of settings.
+        #[arg(long, env = "BATCHGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: ConfigLayer,
+    },
+}
+
+fn resolve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<Config, String> {
+    let file = match file {
+        Some(path) => ConfigLayer::from_toml_file(&path).map_err(|e| e.to_string())?,
+        None => ConfigLayer::default(),
+    };
+    Config::resolve(settings.over(file)).map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, settings } => serve(config, settings).await,
+        Command::Sim { listen, sim } => simulate(listen, sim).await,
+        Command::CheckConfig { config, settings } => resolve(config, settings).map(|c| println!("{c:#?}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("batchgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<(), String> {
+    let config = resolve(file, settings)?;
+    let _telemetry = batchgate::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
+    let app = App::start(config).await.map_err(|e| e.to_string())?;
+    app.run_until_signal().await.map_err(|e| e.to_string())
+}
+
+async fn simulate(listen: SocketAddr, sim: SimConfig) -> Result<(), String> {
+    let _telemetry = batchgate::telemetry::init(Default::default(), None)?;
+    let handle = batchgate::sim::start(sim, listen).await.map_err(|e| e.to_string())?;
+    tracing::info!(url = %handle.sutro_base_url(), "simulator is serving");
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    handle.shutdown().await;
+    Ok(())
+}

@@ -11,3 +11,12 @@ pub mod sutro {
         tonic::include_proto!("batchgate.sutro.v1");
     }
 }
+
+/// `batchgate.xai.v1`: the xAI batches service.
+pub mod xai {
+    /// Version 1 of the xAI batches API.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::large_enum_variant)]
+        tonic::include_proto!("batchgate.xai.v1");
+    }
+}

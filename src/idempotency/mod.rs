@@ -6,8 +6,19 @@ mod memory;
 pub use memory::MemoryIdempotency;
 
 use futures_util::future::BoxFuture;
+use sha2::{Digest, Sha256};
 
 use crate::error::Result;
+
+/// The store key of a caller's request id: per provider and tenant, never raw keys.
+pub fn key(provider: &str, tenant: &str, request_id: &str) -> String {
+    format!("{provider}:{tenant}:{request_id}")
+}
+
+/// A fingerprint of a request's content, to catch a request id reused for other content.
+pub fn fingerprint(content: &[u8]) -> String {
+    hex::encode(Sha256::digest(content))
+}
 
 /// What a create with a request id resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,8 @@
 //! The gRPC services: each validates a call, translates it to upstream REST calls,
 //! and translates the answers back. Shared request checks live in `validate`.
 
+pub mod batches;
+pub mod chunking;
 pub mod jobs;
 pub mod validate;
 

@@ -302,6 +302,7 @@ impl UpstreamHttp {
             message,
             retry_after,
             request_id,
+            meaning: None,
         })
     }
 

@@ -1,7 +1,10 @@
 //! Calling the upstream REST APIs: one shared HTTP core (`http`), and one typed
-//! client per provider with a method per REST endpoint (`sutro`).
+//! client per provider with a method per REST endpoint (`sutro`, `xai`).
 
 pub mod base_url;
 pub mod http;
+pub mod lenient;
 pub mod sutro;
 pub mod sutro_models;
+pub mod xai;
+pub mod xai_models;

@@ -225,3 +225,29 @@ fn explain_retired_host(error: Error) -> Error {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{UpstreamFailure, UpstreamId};
+
+    fn gone(message: &str) -> Error {
+        Error::Upstream(UpstreamFailure {
+            upstream: UpstreamId { provider: "sutro", host: "api.sutro.sh".into() },
+            status: 410,
+            message: message.into(),
+            retry_after: None,
+            request_id: None,
+            meaning: None,
+        })
+    }
+
+    #[test]
+    fn the_retired_hosts_410_says_what_to_do_and_other_410s_are_kept() {
+        let explained = explain_retired_host(gone("Direct Sutro Batch API access is no longer supported by the Sutro SDK."));
+        assert!(explained.to_string().contains("BATCHGATE_SUTRO_BASE_URL"), "{explained}");
+        assert_eq!(explained.code(), tonic::Code::FailedPrecondition);
+        let kept = explain_retired_host(gone("This job is no longer available."));
+        assert!(!kept.to_string().contains("BATCHGATE_SUTRO_BASE_URL"));
+    }
+}

@@ -1,8 +1,10 @@
 //! Sutro's REST JSON shapes, as its docs and SDK show them, read leniently: every
 //! documented variant (status map or string, `results` or `job_id`, any case) is accepted.
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::lenient::{as_i64, opt_f64, opt_i64};
 
 /// `POST batch-inference` answer. The SDK reads `results`; the oldest docs show
 /// a top-level `job_id`; `metadata.job_id` is there too.
@@ -95,7 +97,7 @@ pub struct SutroJob {
     pub status: Option<String>,
     pub model: Option<String>,
     pub system_prompt: Option<String>,
-    #[serde(deserialize_with = "lenient_i64")]
+    #[serde(deserialize_with = "opt_i64")]
     pub job_priority: Option<i64>,
     pub datetime_created: Option<String>,
     pub datetime_started: Option<String>,
@@ -106,16 +108,16 @@ pub struct SutroJob {
     pub name: Option<String>,
     pub description: Option<String>,
     pub dataset_id: Option<String>,
-    #[serde(deserialize_with = "lenient_i64")]
+    #[serde(deserialize_with = "opt_i64")]
     pub input_tokens: Option<i64>,
-    #[serde(deserialize_with = "lenient_i64")]
+    #[serde(deserialize_with = "opt_i64")]
     pub output_tokens: Option<i64>,
-    #[serde(deserialize_with = "lenient_f64")]
+    #[serde(deserialize_with = "opt_f64")]
     pub job_cost: Option<f64>,
-    #[serde(deserialize_with = "lenient_i64")]
+    #[serde(deserialize_with = "opt_i64")]
     pub num_rows: Option<i64>,
     pub failure_reason: Option<Value>,
-    #[serde(deserialize_with = "lenient_f64")]
+    #[serde(deserialize_with = "opt_f64")]
     pub cost_estimate: Option<f64>,
     pub run_type: Option<String>,
 }
@@ -153,7 +155,7 @@ pub struct ResultsUrlReply {
     pub format: String,
     pub include_inputs: bool,
     pub include_cumulative_logprobs: bool,
-    #[serde(deserialize_with = "lenient_i64")]
+    #[serde(deserialize_with = "opt_i64")]
     pub expires_in_seconds: Option<i64>,
     pub artifact: Artifact,
     pub urls: ArtifactUrls,
@@ -166,7 +168,7 @@ pub struct Artifact {
     pub bucket: String,
     pub key: String,
     pub filename: String,
-    #[serde(deserialize_with = "lenient_i64")]
+    #[serde(deserialize_with = "opt_i64")]
     pub size_bytes: Option<i64>,
 }
 
@@ -201,11 +203,11 @@ pub struct QuotasReply {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct QuotaEntry {
-    #[serde(deserialize_with = "lenient_i64")]
+    #[serde(deserialize_with = "opt_i64")]
     pub priority: Option<i64>,
-    #[serde(deserialize_with = "lenient_i64")]
+    #[serde(deserialize_with = "opt_i64")]
     pub row_quota: Option<i64>,
-    #[serde(deserialize_with = "lenient_i64")]
+    #[serde(deserialize_with = "opt_i64")]
     pub token_quota: Option<i64>,
 }
 
@@ -257,26 +259,6 @@ pub fn parse_progress_line(line: &[u8]) -> Option<ProgressUpdate> {
         "heartbeat" => Some(ProgressUpdate::Heartbeat),
         _ => None,
     }
-}
-
-fn as_i64(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Ok(Option::<Value>::deserialize(d)?.as_ref().and_then(as_i64))
-}
-
-fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    Ok(match Option::<Value>::deserialize(d)? {
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    })
 }
 
 #[cfg(test)]

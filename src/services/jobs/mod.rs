@@ -10,20 +10,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::context::CallContext;
 use crate::error::{Error, Result};
-use crate::idempotency::IdempotencyStore;
+use crate::idempotency::{self, IdempotencyStore};
 use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
 use crate::services::respond;
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use results::ResultColumns;
 use translate::{create_body, failure_reason, job_to_proto, parse_status};
-use watch::{JobWatchHub, WatchState, WatchTiming, poll_job, watch_key, watcher_stream};
+use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
+use watch::{JobWatchHub, poll_job, watch_key, watch_message};
 
 /// A server stream of gRPC messages.
 pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -69,12 +69,7 @@ impl JobsService {
     }
 
     fn timing(&self) -> WatchTiming {
-        WatchTiming {
-            heartbeat: self.config.watch_heartbeat,
-            poll: self.config.watch_poll,
-            call_timeout: self.config.upstream_timeout,
-            max: self.config.watch_max,
-        }
+        WatchTiming::from_config(&self.config)
     }
 }
 
@@ -103,8 +98,8 @@ impl JobService for JobsService {
             ));
         }
 
-        let key = format!("sutro:{}:{}", ctx.caller.tenant, request.request_id);
-        let fingerprint = hex::encode(Sha256::digest(body.to_string().as_bytes()));
+        let key = idempotency::key("sutro", &ctx.caller.tenant, &request.request_id);
+        let fingerprint = idempotency::fingerprint(body.to_string().as_bytes());
         let sutro = self.sutro.clone();
         let create = Box::pin(async move {
             let reply = sutro.create_job(body, &ctx).await?;
@@ -341,18 +336,14 @@ impl JobService for JobsService {
             .subscribe(&key, WatchState::Connecting, move |tx| {
                 poll_job(sutro, ctx, job_id, timing, tx)
             });
-        // Errors that stop the watch before it starts (unknown job, bad key) are
-        // returned as the call's status rather than inside the stream.
-        let first = rx
-            .wait_for(|state| !matches!(state, WatchState::Connecting))
-            .await
-            .map_err(|_| Status::unavailable("the job's watcher stopped before it started"))?
-            .clone();
-        if let WatchState::Failed(status) = first {
-            return Err(status);
-        }
-        rx.mark_changed();
-        let stream = watcher_stream(rx, self.config.watch_heartbeat, self.shutdown.clone());
+        first_state(&mut rx).await?;
+        let stream = watcher_stream(
+            rx,
+            self.config.watch_heartbeat,
+            self.shutdown.clone(),
+            "WatchJob",
+            watch_message,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 }

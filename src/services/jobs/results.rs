@@ -5,6 +5,7 @@ use prost::Message;
 use serde_json::{Map, Value};
 
 use crate::convert::json_to_value;
+use crate::services::chunking::{chunk_by, repeated_field_size};
 use crate::proto::sutro::v1::{GetJobResultsResponse, ResultRow};
 
 /// Columns Sutro names itself; any other column is the job's id column.
@@ -113,28 +114,22 @@ impl ResultColumns {
     pub fn into_chunks(mut self, max_bytes: usize, max_rows: usize) -> Vec<GetJobResultsResponse> {
         let total_rows = self.row_count() as i64;
         let id_column_name = self.id_column_name().to_owned();
-        let new_chunk = || GetJobResultsResponse {
+        let rows: Vec<ResultRow> = (0..self.row_count()).map(|i| self.take_row(i)).collect();
+        let envelope = GetJobResultsResponse {
             rows: Vec::new(),
             total_rows,
-            id_column_name: id_column_name.clone(),
+            id_column_name,
         };
-        let mut chunks = Vec::new();
-        let mut chunk = new_chunk();
-        let mut size = chunk.encoded_len();
-        for index in 0..self.row_count() {
-            let row = self.take_row(index);
-            // Field tag plus length prefix of the embedded row.
-            let row_size = row.encoded_len() + 1 + prost::length_delimiter_len(row.encoded_len());
-            let full_by_count = max_rows > 0 && chunk.rows.len() >= max_rows;
-            if !chunk.rows.is_empty() && (size + row_size > max_bytes || full_by_count) {
-                chunks.push(std::mem::replace(&mut chunk, new_chunk()));
-                size = chunk.encoded_len();
-            }
-            size += row_size;
-            chunk.rows.push(row);
-        }
-        if !chunk.rows.is_empty() || chunks.is_empty() {
-            chunks.push(chunk);
+        let budget = max_bytes.saturating_sub(envelope.encoded_len());
+        let mut chunks: Vec<_> = chunk_by(rows, repeated_field_size, budget, max_rows)
+            .into_iter()
+            .map(|rows| GetJobResultsResponse {
+                rows,
+                ..envelope.clone()
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(envelope);
         }
         chunks
     }

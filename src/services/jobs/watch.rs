@@ -2,46 +2,24 @@
 //! persisted status; each watcher gets snapshots, changes, heartbeats and a final message.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
-use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::translate::{failure_reason, is_final, parse_status};
 use crate::context::CallContext;
 use crate::convert::now_timestamp;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::progress::{EventKind, WatchState, WatchTiming, publish};
 use crate::proto::sutro::v1::{JobProgress, JobStatus, WatchEventKind, WatchJobResponse};
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::sutro_models::{ProgressUpdate, SutroJob};
 
-/// What the poller of one job has published.
-#[derive(Debug, Clone)]
-pub enum WatchState {
-    /// The first read of the job has not come back yet.
-    Connecting,
-    /// The job as last seen; `done` once the persisted status is final.
-    Live { progress: JobProgress, done: bool },
-    /// The job cannot be watched (unknown, bad key, gave up).
-    Failed(Status),
-}
-
-/// Timing of watches.
-#[derive(Debug, Clone, Copy)]
-pub struct WatchTiming {
-    /// Heartbeat interval per watcher.
-    pub heartbeat: Duration,
-    /// Status poll interval (also the longest silence tolerated on the stream).
-    pub poll: Duration,
-    /// Cap on each upstream call the poller makes.
-    pub call_timeout: Duration,
-    /// Longest a job is watched.
-    pub max: Duration,
-}
+/// What the poller of one job publishes.
+pub type JobWatchState = WatchState<JobProgress>;
 
 /// The poller of one job: publishes to `tx` until the job is final, the watch fails,
 /// or (by being dropped) the last watcher leaves.
@@ -50,7 +28,7 @@ pub async fn poll_job(
     ctx: CallContext,
     job_id: String,
     timing: WatchTiming,
-    tx: watch::Sender<WatchState>,
+    tx: watch::Sender<JobWatchState>,
 ) {
     let mut poller = Poller {
         client,
@@ -73,7 +51,7 @@ struct Poller {
     client: SutroClient,
     ctx: CallContext,
     timing: WatchTiming,
-    tx: watch::Sender<WatchState>,
+    tx: watch::Sender<JobWatchState>,
     progress: JobProgress,
     started: Instant,
 }
@@ -188,7 +166,7 @@ impl Poller {
             .await
         {
             Ok(reply) => reply.body,
-            Err(error) if is_transient(&error) => {
+            Err(error) if error.is_transient() => {
                 tracing::debug!(%error, "status poll failed; will retry");
                 return Ok(false);
             }
@@ -256,22 +234,7 @@ impl Poller {
     }
 
     fn send(&mut self, done: bool) {
-        let progress = self.progress.clone();
-        self.tx.send_if_modified(|state| {
-            let changed = match state {
-                WatchState::Live {
-                    progress: old,
-                    done: was_done,
-                } => *was_done != done || !same_progress(old, &progress),
-                _ => true,
-            };
-            if changed {
-                let mut progress = progress;
-                progress.observed_at = Some(now_timestamp());
-                *state = WatchState::Live { progress, done };
-            }
-            changed
-        });
+        publish(&self.tx, self.progress.clone(), done);
     }
 
     async fn pause(&self) -> Result<()> {
@@ -293,84 +256,26 @@ impl Poller {
     }
 }
 
-fn same_progress(a: &JobProgress, b: &JobProgress) -> bool {
-    let strip = |p: &JobProgress| JobProgress {
-        observed_at: None,
-        ..p.clone()
-    };
-    strip(a) == strip(b)
-}
-
-fn is_transient(error: &Error) -> bool {
-    matches!(
-        error.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Internal
-    )
-}
-
-/// One watcher's messages: the snapshot, each change, heartbeats, the final state.
-/// On shutdown the stream ends with UNAVAILABLE so the caller knows to resume.
-pub fn watcher_stream(
-    mut rx: watch::Receiver<WatchState>,
-    heartbeat: Duration,
-    shutdown: CancellationToken,
-) -> impl Stream<Item = Result<WatchJobResponse, Status>> + Send + 'static {
-    let message = |kind: WatchEventKind, progress: JobProgress| WatchJobResponse {
-        kind: kind.into(),
-        progress: Some(progress),
-    };
-    async_stream::stream! {
-        let mut first = true;
-        loop {
-            let state = rx.borrow_and_update().clone();
-            match state {
-                WatchState::Connecting => {}
-                WatchState::Failed(status) => {
-                    yield Err(status);
-                    return;
-                }
-                WatchState::Live { progress, done: true } => {
-                    yield Ok(message(WatchEventKind::Final, progress));
-                    return;
-                }
-                WatchState::Live { progress, done: false } => {
-                    let kind = if first { WatchEventKind::Snapshot } else { WatchEventKind::Progress };
-                    first = false;
-                    yield Ok(message(kind, progress));
-                }
-            }
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => {
-                        yield Err(Status::unavailable("batchgate is shutting down; call WatchJob again to resume"));
-                        return;
-                    }
-                    changed = timeout(heartbeat, rx.changed()) => match changed {
-                        Ok(Ok(())) => break,
-                        Ok(Err(_)) => {
-                            yield Err(Status::unavailable("the job's watcher stopped; call WatchJob again to resume"));
-                            return;
-                        }
-                        Err(_) => {
-                            let current = match &*rx.borrow() {
-                                WatchState::Live { progress, .. } => Some(progress.clone()),
-                                _ => None,
-                            };
-                            if let Some(progress) = current {
-                                yield Ok(message(WatchEventKind::Heartbeat, progress));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// The hub key of a watch: tenants never share a poller (each uses its own key).
 pub fn watch_key(tenant: &str, job_id: &str) -> String {
     format!("sutro:{tenant}:{job_id}")
 }
 
-/// Shared handle type for the hub of Sutro job watches.
-pub type JobWatchHub = Arc<crate::progress::MemoryHub<WatchState>>;
+/// The hub of Sutro job watches.
+pub type JobWatchHub = Arc<crate::progress::MemoryHub<JobWatchState>>;
+
+/// A watch message from a published value; `observed_at` is when it is sent.
+pub fn watch_message(kind: EventKind, mut progress: JobProgress) -> WatchJobResponse {
+    progress.observed_at = Some(now_timestamp());
+    let kind = match kind {
+        EventKind::Snapshot => WatchEventKind::Snapshot,
+        EventKind::Progress => WatchEventKind::Progress,
+        EventKind::Heartbeat => WatchEventKind::Heartbeat,
+        EventKind::Final => WatchEventKind::Final,
+    };
+    WatchJobResponse {
+        kind: kind.into(),
+        progress: Some(progress),
+    }
+}

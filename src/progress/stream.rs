@@ -1,0 +1,99 @@
+//! One subscriber's view of a watch: the snapshot, each change, heartbeats while
+//! nothing changes, the final value, and UNAVAILABLE when the gateway shuts down.
+
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::WatchState;
+
+/// Why a watch message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The first message.
+    Snapshot,
+    /// Something changed.
+    Progress,
+    /// Nothing changed for a heartbeat interval.
+    Heartbeat,
+    /// The last message.
+    Final,
+}
+
+/// Waits for the watcher's first read. A watch that cannot start (unknown resource,
+/// bad key) fails here, so the call itself fails instead of an empty stream.
+pub async fn first_state<T>(rx: &mut watch::Receiver<WatchState<T>>) -> Result<(), Status> {
+    let state = rx
+        .wait_for(|state| !matches!(state, WatchState::Connecting))
+        .await
+        .map_err(|_| Status::unavailable("the watcher stopped before it started"))?;
+    if let WatchState::Failed(status) = &*state {
+        return Err(status.clone());
+    }
+    Ok(())
+}
+
+/// The messages of one subscriber, built by `message` from each value.
+pub fn watcher_stream<T, M, F>(
+    mut rx: watch::Receiver<WatchState<T>>,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+    rpc: &'static str,
+    message: F,
+) -> impl Stream<Item = Result<M, Status>> + Send + 'static
+where
+    T: Clone + Send + Sync + 'static,
+    M: Send + 'static,
+    F: Fn(EventKind, T) -> M + Send + 'static,
+{
+    async_stream::stream! {
+        let mut first = true;
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                WatchState::Connecting => {}
+                WatchState::Failed(status) => {
+                    yield Err(status);
+                    return;
+                }
+                WatchState::Live { value, done: true } => {
+                    yield Ok(message(EventKind::Final, value));
+                    return;
+                }
+                WatchState::Live { value, done: false } => {
+                    let kind = if first { EventKind::Snapshot } else { EventKind::Progress };
+                    first = false;
+                    yield Ok(message(kind, value));
+                }
+            }
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => {
+                        yield Err(Status::unavailable(format!("batchgate is shutting down; call {rpc} again to resume")));
+                        return;
+                    }
+                    changed = timeout(heartbeat, rx.changed()) => match changed {
+                        Ok(Ok(())) => break,
+                        Ok(Err(_)) => {
+                            yield Err(Status::unavailable(format!("the watcher stopped; call {rpc} again to resume")));
+                            return;
+                        }
+                        Err(_) => {
+                            let current = match &*rx.borrow() {
+                                WatchState::Live { value, .. } => Some(value.clone()),
+                                _ => None,
+                            };
+                            if let Some(value) = current {
+                                yield Ok(message(EventKind::Heartbeat, value));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Builds and runs the gRPC server: services, health, reflection (v1 and v1alpha),
+//! grpc-web, per-RPC spans, and graceful shutdown with a bounded drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+
+use crate::config::{Config, MAX_MESSAGE_BYTES};
+use crate::idempotency::{IdempotencyStore, MemoryIdempotency};
+use crate::proto::sutro::v1::job_service_server::JobServiceServer;
+use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
+use crate::services::batches::BatchesService;
+use crate::services::jobs::JobsService;
+use crate::sim::{self, SimConfig, SimHandle};
+use crate::tenant::Secret;
+use crate::upstream::base_url::normalize_base_url;
+use crate::upstream::sutro::SutroClient;
+use crate::upstream::xai::XaiClient;
+
+/// Why the gateway could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A part of the gateway could not be built.
+    #[error("cannot start: {0}")]
+    Setup(String),
+    /// The server failed while serving.
+    #[error("server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A running gateway: its address, and the handles to stop it.
+pub struct App {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    served: JoinHandle<Result<(), ServeError>>,
+    health: HealthReporter,
+    drain_timeout: std::time::Duration,
+    simulator: Option<SimHandle>,
+    jobs: JobsService,
+    batches: BatchesService,
+}
+
+impl App {
+    /// Binds `config.listen` (port 0 picks a free port) and starts serving. For an
+    /// upstream without a URL it first starts the built-in simulator and uses its demo key.
+    pub async fn start(mut config: Config) -> Result<App, ServeError> {
+        let simulator = start_simulator_for_gaps(&mut config).await?;
+        let config = Arc::new(config);
+        let setup = |e: crate::error::Error| ServeError::Setup(e.to_string());
+        let (sutro_url, xai_url) = match (&config.sutro_base_url, &config.xai_base_url) {
+            (Some(sutro), Some(xai)) => (sutro.clone(), xai.clone()),
+            _ => return Err(ServeError::Setup("an upstream URL is missing".into())),
+        };
+        let sutro = SutroClient::new(sutro_url, config.retry).map_err(setup)?;
+        let xai = XaiClient::new(xai_url, config.retry).map_err(setup)?;
+
+        let stop = CancellationToken::new();
+        let idempotency: Arc<dyn IdempotencyStore> =
+            Arc::new(MemoryIdempotency::new(config.idempotency_ttl, 1_000_000));
+        let jobs = JobsService::new(sutro, config.clone(), idempotency.clone(), stop.child_token());
+        let batches = BatchesService::new(xai, config.clone(), idempotency, stop.child_token());
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<JobServiceServer<JobsService>>().await;
+        health.set_serving::<BatchServiceServer<BatchesService>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| ServeError::Setup(format!("reflection: {e}")))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| ServeError::Setup(format!("reflection: {e}")))?;
+        let job_service = JobServiceServer::new(jobs.clone())
+            .max_decoding_message_size(config.max_request_bytes)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let batch_service = BatchServiceServer::new(batches.clone())
+            .max_decoding_message_size(config.max_request_bytes)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let router = Server::builder()
+            .trace_fn(rpc_span)
+            .accept_http1(true)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(job_service)
+            .add_service(batch_service);
+        let stopped = stop.clone();
+        let served = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped.cancelled_owned())
+                .await
+                .map_err(ServeError::from)
+        });
+        tracing::info!(%addr, "batchgate is serving");
+        Ok(App {
+            addr,
+            stop,
+            served,
+            health,
+            drain_timeout: config.drain_timeout,
+            simulator,
+            jobs,
+            batches,
+        })
+    }
+
+    /// The address being served.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The built-in simulator, when no upstream was configured.
+    pub fn simulator(&self) -> Option<&SimHandle> {
+        self.simulator.as_ref()
+    }
+
+    /// Jobs and batches with a running upstream watcher.
+    pub fn active_watches(&self) -> usize {
+        self.jobs.active_watches() + self.batches.active_watches()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down.
+    pub async fn run_until_signal(self) -> Result<(), ServeError> {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        self.shutdown().await
+    }
+
+    /// Graceful shutdown: health turns NOT_SERVING, open streams end with
+    /// UNAVAILABLE, new connections are refused, and calls in flight get
+    /// `drain_timeout` to finish before they are cut.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.health.set_not_serving::<JobServiceServer<JobsService>>().await;
+        self.health.set_not_serving::<BatchServiceServer<BatchesService>>().await;
+        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        self.stop.cancel();
+        let result = match tokio::time::timeout(self.drain_timeout, &mut self.served).await {
+            Ok(joined) => joined.map_err(|e| ServeError::Setup(format!("server task: {e}")))?,
+            Err(_) => {
+                tracing::warn!(timeout = ?self.drain_timeout, "drain timed out; cutting remaining calls");
+                self.served.abort();
+                Ok(())
+            }
+        };
+        if let Some(simulator) = self.simulator.take() {
+            simulator.shutdown().await;
+        }
+        result
+    }
+}
+
+/// Starts the built-in simulator when an upstream has no URL, and points the
+/// config at it (with its demo key unless a key is configured).
+async fn start_simulator_for_gaps(config: &mut Config) -> Result<Option<SimHandle>, ServeError> {
+    if config.sutro_base_url.is_some() && config.xai_base_url.is_some() {
+        return Ok(None);
+    }
+    let handle = sim::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| ServeError::Setup(format!("built-in simulator: {e}")))?;
+    if config.sutro_base_url.is_none() {
+        let base = normalize_base_url(&handle.sutro_base_url()).map_err(ServeError::Setup)?;
+        tracing::info!(url = %base, "no Sutro URL configured: using the built-in simulator");
+        config.sutro_base_url = Some(base);
+        config.sutro_api_key.get_or_insert_with(|| Secret::new(sim::DEMO_API_KEY));
+    }
+    if config.xai_base_url.is_none() {
+        let base = normalize_base_url(&handle.xai_base_url()).map_err(ServeError::Setup)?;
+        tracing::info!(url = %base, "no xAI URL configured: using the built-in simulator");
+        config.xai_base_url = Some(base);
+        config.xai_api_key.get_or_insert_with(|| Secret::new(sim::XAI_DEMO_API_KEY));
+    }
+    Ok(Some(handle))
+}
+
+/// The span of one RPC, a child of the caller's W3C trace context if it sent one.
+fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "rpc",
+        otel.kind = "server",
+        rpc.system.name = "grpc",
+        rpc.method = %request.uri().path().trim_start_matches('/'),
+    );
+    crate::telemetry::set_parent_from_headers(&span, request.headers());
+    span
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,135 @@
+//! Safe large adds: every request gets an id (derived from the call, so a retried call
+//! reuses it), and the requests are sent in order in upstream calls under a byte budget.
+
+use prost::Message;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::translate::request_json;
+use crate::context::CallContext;
+use crate::error::{Error, Result};
+use crate::proto::xai::v1::{AddBatchRequestsRequest, AddBatchRequestsResponse};
+use crate::services::chunking::chunk_by;
+use crate::upstream::xai::XaiClient;
+
+/// Bytes of `{"batch_requests":[]}` around the requests of one upstream call.
+const ENVELOPE_BYTES: usize = 24;
+
+/// The upstream calls one AddBatchRequests becomes.
+#[derive(Debug)]
+pub struct AddPlan {
+    /// Every request's id, in call order.
+    pub ids: Vec<String>,
+    /// The REST items of each upstream call, in order.
+    pub chunks: Vec<Vec<Value>>,
+}
+
+/// Assigns ids and splits a (validated) request into upstream calls.
+///
+/// An assigned id is `bg_<hash of the batch id and the whole call>_<index>`: the
+/// same call retried gets the same ids, and xAI treats re-adding an id with the
+/// same content as a no-op, so a retry never duplicates a request.
+pub fn plan(request: &AddBatchRequestsRequest, max_bytes: usize, max_requests: usize) -> AddPlan {
+    let mut hasher = Sha256::new();
+    hasher.update(request.batch_id.as_bytes());
+    hasher.update(request.encode_to_vec());
+    let call = hex::encode(&hasher.finalize()[..8]);
+
+    let mut ids = Vec::with_capacity(request.batch_requests.len());
+    let mut items = Vec::with_capacity(request.batch_requests.len());
+    for (index, r) in request.batch_requests.iter().enumerate() {
+        let id = r
+            .batch_request_id
+            .clone()
+            .unwrap_or_else(|| format!("bg_{call}_{index}"));
+        if let Some(body) = &r.body {
+            items.push(request_json(&id, body));
+        }
+        ids.push(id);
+    }
+    // Separator plus the item's JSON.
+    let size_of = |item: &Value| serde_json::to_vec(item).map_or(0, |v| v.len()) + 1;
+    let chunks = chunk_by(items, size_of, max_bytes.saturating_sub(ENVELOPE_BYTES), max_requests);
+    AddPlan { ids, chunks }
+}
+
+/// Sends the planned calls in order; stops at the first failure and says which
+/// requests were accepted before it.
+pub async fn execute(
+    client: &XaiClient,
+    batch_id: &str,
+    plan: AddPlan,
+    ctx: &CallContext,
+) -> Result<AddBatchRequestsResponse> {
+    let calls = plan.chunks.len();
+    let mut accepted = 0;
+    for chunk in plan.chunks {
+        let size = chunk.len();
+        if let Err(cause) = client.add_requests(batch_id, chunk, ctx).await {
+            if calls == 1 {
+                return Err(cause);
+            }
+            return Err(Error::PartiallyAccepted {
+                cause: Box::new(cause),
+                accepted,
+                total: plan.ids.len(),
+                last_accepted_id: accepted.checked_sub(1).map(|i| plan.ids[i].clone()),
+                first_rejected_id: plan.ids[accepted].clone(),
+            });
+        }
+        accepted += size;
+    }
+    Ok(AddBatchRequestsResponse {
+        batch_request_ids: plan.ids,
+        upstream_calls: calls as i32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::xai::v1::{BatchRequest, batch_request::Body};
+
+    fn chat(content: &str) -> BatchRequest {
+        let body = crate::convert::json_to_struct(serde_json::json!({
+            "model": "grok-4", "messages": [{"role": "user", "content": content}]
+        }));
+        BatchRequest {
+            batch_request_id: None,
+            body: body.map(Body::ChatGetCompletion),
+        }
+    }
+
+    #[test]
+    fn ids_are_stable_for_a_retried_call_and_distinct_within_it() {
+        let request = AddBatchRequestsRequest {
+            batch_id: "batch_1".into(),
+            batch_requests: vec![chat("a"), chat("a"), BatchRequest { batch_request_id: Some("mine".into()), ..chat("b") }],
+        };
+        let first = plan(&request, 1 << 20, 1000);
+        let again = plan(&request, 1 << 20, 1000);
+        assert_eq!(first.ids, again.ids);
+        assert_ne!(first.ids[0], first.ids[1]);
+        assert_eq!(first.ids[2], "mine");
+        let other = AddBatchRequestsRequest { batch_id: "batch_2".into(), ..request };
+        assert_ne!(plan(&other, 1 << 20, 1000).ids[0], first.ids[0]);
+    }
+
+    #[test]
+    fn chunks_keep_order_under_both_budgets() {
+        let request = AddBatchRequestsRequest {
+            batch_id: "b".into(),
+            batch_requests: (0..250).map(|i| chat(&format!("prompt {i}"))).collect(),
+        };
+        let by_count = plan(&request, 1 << 20, 100);
+        assert_eq!(by_count.chunks.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
+        let by_bytes = plan(&request, 4096, 1000);
+        assert!(by_bytes.chunks.len() > 3);
+        for chunk in &by_bytes.chunks {
+            let bytes = serde_json::to_vec(&serde_json::json!({ "batch_requests": chunk })).unwrap().len();
+            assert!(bytes <= 4096, "{bytes}");
+        }
+        let flat: Vec<_> = by_bytes.chunks.concat().iter().map(|v| v["batch_request_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(flat, by_bytes.ids);
+    }
+}

@@ -1,0 +1,258 @@
+//! `batchgate.xai.v1.BatchService`: validates each call, calls xAI's REST API through
+//! `XaiClient`, and translates the answers; large adds are split, creates made idempotent.
+
+mod add;
+mod translate;
+mod validate;
+mod watch;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::context::CallContext;
+use crate::deadline::Deadline;
+use crate::error::{Error, Result};
+use crate::idempotency::{self, IdempotencyStore};
+use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
+use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
+use crate::services::chunking::{chunk_by, repeated_field_size};
+use crate::services::jobs::ServerStream;
+use crate::services::respond;
+use crate::upstream::xai::XaiClient;
+use crate::upstream::xai_models::next_token;
+use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
+use watch::{BatchWatchHub, poll_batch, watch_key, watch_message};
+
+/// Everything the xAI service needs, shared by all calls.
+#[derive(Clone)]
+pub struct BatchesService {
+    xai: XaiClient,
+    config: Arc<Config>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    watches: BatchWatchHub,
+    shutdown: CancellationToken,
+}
+
+impl BatchesService {
+    /// The service over `xai`, with the given shared state.
+    pub fn new(
+        xai: XaiClient,
+        config: Arc<Config>,
+        idempotency: Arc<dyn IdempotencyStore>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            xai,
+            config,
+            idempotency,
+            watches: BatchWatchHub::default(),
+            shutdown,
+        }
+    }
+
+    /// Batches being watched right now (one upstream poller each).
+    pub fn active_watches(&self) -> usize {
+        self.watches.active()
+    }
+
+    fn context<T>(&self, request: &Request<T>) -> Result<CallContext> {
+        CallContext::from_metadata(request.metadata(), self.config.xai_api_key.as_ref(), self.config.upstream_timeout)
+    }
+}
+
+fn page_size(requested: i32, default: u32) -> u32 {
+    if requested == 0 { default } else { requested as u32 }
+}
+
+fn token(page_token: &str) -> Option<&str> {
+    Some(page_token).filter(|t| !t.is_empty())
+}
+
+#[tonic::async_trait]
+impl BatchService for BatchesService {
+    async fn create_batch(&self, request: Request<pb::CreateBatchRequest>) -> Result<Response<pb::Batch>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::create_batch(&request)?;
+        if request.request_id.is_empty() {
+            let reply = self.xai.create_batch(&request.name, request.input_file_id.as_deref(), &ctx).await?;
+            return Ok(respond(batch_to_proto(reply.body), reply.request_id.as_deref()));
+        }
+        let key = idempotency::key("xai", &ctx.caller.tenant, &request.request_id);
+        let fingerprint = idempotency::fingerprint(
+            &pb::CreateBatchRequest { request_id: String::new(), ..request.clone() }.encode_to_vec(),
+        );
+        let (xai, create_ctx) = (self.xai.clone(), ctx.clone());
+        let create = Box::pin(async move {
+            let reply = xai.create_batch(&request.name, request.input_file_id.as_deref(), &create_ctx).await?;
+            Ok(reply.body.batch_id)
+        });
+        let outcome = self.idempotency.run_once(key, fingerprint, create).await?;
+        // Answer with the batch as it is now, whether just created or replayed.
+        let reply = self.xai.batch(&outcome.id, &ctx).await?;
+        Ok(respond(batch_to_proto(reply.body), reply.request_id.as_deref()))
+    }
+
+    async fn get_batch(&self, request: Request<pb::GetBatchRequest>) -> Result<Response<pb::Batch>, Status> {
+        let ctx = self.context(&request)?;
+        let batch_id = request.into_inner().batch_id;
+        validate::batch_id(&batch_id)?;
+        let reply = self.xai.batch(&batch_id, &ctx).await?;
+        Ok(respond(batch_to_proto(reply.body), reply.request_id.as_deref()))
+    }
+
+    async fn list_batches(
+        &self,
+        request: Request<pb::ListBatchesRequest>,
+    ) -> Result<Response<pb::ListBatchesResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::list_batches(&request)?;
+        let reply = self
+            .xai
+            .list_batches(page_size(request.page_size, 100), token(&request.page_token), &ctx)
+            .await?;
+        Ok(respond(
+            pb::ListBatchesResponse {
+                batches: reply.body.batches.into_iter().map(batch_to_proto).collect(),
+                next_page_token: next_token(reply.body.pagination_token),
+            },
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    async fn cancel_batch(&self, request: Request<pb::CancelBatchRequest>) -> Result<Response<pb::Batch>, Status> {
+        let ctx = self.context(&request)?;
+        let batch_id = request.into_inner().batch_id;
+        validate::batch_id(&batch_id)?;
+        let reply = self.xai.cancel_batch(&batch_id, &ctx).await?;
+        Ok(respond(batch_to_proto(reply.body), reply.request_id.as_deref()))
+    }
+
+    async fn add_batch_requests(
+        &self,
+        request: Request<pb::AddBatchRequestsRequest>,
+    ) -> Result<Response<pb::AddBatchRequestsResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::add_requests(&request)?;
+        let plan = add::plan(&request, self.config.xai_add_chunk_bytes, self.config.xai_add_chunk_requests);
+        let reply = add::execute(&self.xai, &request.batch_id, plan, &ctx).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn list_batch_request_metadata(
+        &self,
+        request: Request<pb::ListBatchRequestMetadataRequest>,
+    ) -> Result<Response<pb::ListBatchRequestMetadataResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::page(&request.batch_id, request.page_size, &request.page_token)?;
+        let wanted: HashSet<i32> = request.states.iter().copied().collect();
+        let reply = self
+            .xai
+            .list_request_metadata(&request.batch_id, page_size(request.page_size, 100), token(&request.page_token), &ctx)
+            .await?;
+        let batch_request_metadata = reply
+            .body
+            .batch_request_metadata
+            .into_iter()
+            .filter(|m| wanted.is_empty() || wanted.contains(&i32::from(parse_state(&m.state))))
+            .map(metadata_to_proto)
+            .collect();
+        Ok(respond(
+            pb::ListBatchRequestMetadataResponse {
+                batch_request_metadata,
+                next_page_token: next_token(reply.body.pagination_token),
+            },
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    async fn list_batch_results(
+        &self,
+        request: Request<pb::ListBatchResultsRequest>,
+    ) -> Result<Response<pb::ListBatchResultsResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::page(&request.batch_id, request.page_size, &request.page_token)?;
+        let reply = self
+            .xai
+            .list_results(&request.batch_id, page_size(request.page_size, 100), token(&request.page_token), &ctx)
+            .await?;
+        Ok(respond(
+            pb::ListBatchResultsResponse {
+                results: reply.body.results.into_iter().map(result_to_proto).collect(),
+                next_page_token: next_token(reply.body.pagination_token),
+            },
+            reply.request_id.as_deref(),
+        ))
+    }
+
+    type StreamBatchResultsStream = ServerStream<pb::StreamBatchResultsResponse>;
+
+    async fn stream_batch_results(
+        &self,
+        request: Request<pb::StreamBatchResultsRequest>,
+    ) -> Result<Response<Self::StreamBatchResultsStream>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        validate::stream_results(&request)?;
+        let limit = page_size(request.upstream_page_size, 1000);
+        // The first page is read before answering, so a bad id fails the call itself.
+        let first = self.xai.list_results(&request.batch_id, limit, None, &ctx).await?.body;
+        let (xai, batch_id, chunk_bytes) = (self.xai.clone(), request.batch_id, self.config.results_chunk_bytes);
+        let call_timeout = self.config.upstream_timeout;
+        let stream = async_stream::try_stream! {
+            let mut seen = HashSet::new();
+            let mut page = first;
+            loop {
+                // Results can shift between pages while a batch runs: send each once.
+                let fresh: Vec<_> = page
+                    .results
+                    .into_iter()
+                    .filter(|r| seen.insert(r.batch_request_id.clone()))
+                    .map(result_to_proto)
+                    .collect();
+                for results in chunk_by(fresh, repeated_field_size, chunk_bytes, 0) {
+                    yield pb::StreamBatchResultsResponse { results };
+                }
+                let next = next_token(page.pagination_token);
+                if next.is_empty() {
+                    break;
+                }
+                let page_ctx = ctx.with_deadline(Deadline::after(call_timeout));
+                page = xai.list_results(&batch_id, limit, Some(&next), &page_ctx).await.map_err(Status::from)?.body;
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type WatchBatchStream = ServerStream<pb::WatchBatchResponse>;
+
+    async fn watch_batch(
+        &self,
+        request: Request<pb::WatchBatchRequest>,
+    ) -> Result<Response<Self::WatchBatchStream>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::Unavailable("batchgate is shutting down".into()).into());
+        }
+        let ctx = self.context(&request)?;
+        let batch_id = request.into_inner().batch_id;
+        validate::batch_id(&batch_id)?;
+        let timing = WatchTiming::from_config(&self.config);
+        let key = watch_key(&ctx.caller.tenant, &batch_id);
+        let xai = self.xai.clone();
+        let mut rx = self
+            .watches
+            .subscribe(&key, WatchState::Connecting, move |tx| poll_batch(xai, ctx, batch_id, timing, tx));
+        first_state(&mut rx).await?;
+        let stream = watcher_stream(rx, timing.heartbeat, self.shutdown.clone(), "WatchBatch", watch_message);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,130 @@
+//! WatchBatch: one poller per (tenant, batch) reads the batch's counters; watchers get
+//! the snapshot, each change, heartbeats, and a final message once the batch is done.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep};
+use tonic::Status;
+
+use super::translate::batch_to_proto;
+use crate::context::CallContext;
+use crate::convert::now_timestamp;
+use crate::deadline::Deadline;
+use crate::error::Error;
+use crate::progress::{EventKind, MemoryHub, WatchState, WatchTiming, publish};
+use crate::proto::xai::v1::{Batch, DoneReason, WatchBatchResponse, WatchEventKind};
+use crate::upstream::xai::XaiClient;
+
+/// The hub of xAI batch watches.
+pub type BatchWatchHub = Arc<MemoryHub<WatchState<Batch>>>;
+
+/// Why a batch is done, or UNSPECIFIED while it is not (xAI's own SDK rule: nothing
+/// pending and at least one request; or cancelled, by the caller or by xAI; or expired).
+pub fn done_reason(batch: &Batch, now: &prost_types::Timestamp) -> DoneReason {
+    if batch.cancel_time.is_some() || batch.cancel_by_xai_message.is_some() {
+        return DoneReason::Cancelled;
+    }
+    if batch
+        .expire_time
+        .as_ref()
+        .is_some_and(|t| (t.seconds, t.nanos) <= (now.seconds, now.nanos))
+    {
+        return DoneReason::Expired;
+    }
+    match &batch.state {
+        Some(s) if s.num_pending == 0 && s.num_requests > 0 => DoneReason::Completed,
+        _ => DoneReason::Unspecified,
+    }
+}
+
+/// The poller of one batch: publishes until the batch is done, the watch fails, or
+/// (by being dropped) the last watcher leaves.
+pub async fn poll_batch(
+    client: XaiClient,
+    ctx: CallContext,
+    batch_id: String,
+    timing: WatchTiming,
+    tx: watch::Sender<WatchState<Batch>>,
+) {
+    let started = Instant::now();
+    let mut first = true;
+    loop {
+        let call_ctx = ctx.with_deadline(Deadline::after(timing.call_timeout));
+        match client.batch(&batch_id, &call_ctx).await {
+            Ok(reply) => {
+                let batch = batch_to_proto(reply.body);
+                let done = done_reason(&batch, &now_timestamp()) != DoneReason::Unspecified;
+                publish(&tx, batch, done);
+                if done {
+                    return;
+                }
+            }
+            // Later reads ride out passing trouble; the first one must succeed so
+            // that a bad id or key fails the call at once.
+            Err(error) if !first && error.is_transient() => {
+                tracing::debug!(%error, batch_id, "batch poll failed; will retry");
+            }
+            Err(error) => {
+                let _ = tx.send(WatchState::Failed(Status::from(error)));
+                return;
+            }
+        }
+        first = false;
+        if started.elapsed() > timing.max {
+            let _ = tx.send(WatchState::Failed(Status::from(Error::DeadlineExceeded { upstream: None })));
+            return;
+        }
+        sleep(timing.poll).await;
+    }
+}
+
+/// A watch message; FINAL messages say why the batch is done.
+pub fn watch_message(kind: EventKind, batch: Batch) -> WatchBatchResponse {
+    let now = now_timestamp();
+    let (kind, done_reason) = match kind {
+        EventKind::Snapshot => (WatchEventKind::Snapshot, DoneReason::Unspecified),
+        EventKind::Progress => (WatchEventKind::Progress, DoneReason::Unspecified),
+        EventKind::Heartbeat => (WatchEventKind::Heartbeat, DoneReason::Unspecified),
+        EventKind::Final => (WatchEventKind::Final, done_reason(&batch, &now)),
+    };
+    WatchBatchResponse {
+        kind: kind.into(),
+        batch: Some(batch),
+        done_reason: done_reason.into(),
+        observed_at: Some(now),
+    }
+}
+
+/// The hub key of a watch: tenants never share a poller.
+pub fn watch_key(tenant: &str, batch_id: &str) -> String {
+    format!("xai:{tenant}:{batch_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::xai::v1::BatchState;
+
+    fn ts(seconds: i64) -> prost_types::Timestamp {
+        prost_types::Timestamp { seconds, nanos: 0 }
+    }
+
+    #[test]
+    fn done_follows_xais_rule() {
+        let now = ts(1_000);
+        let state = |requests, pending| Some(BatchState { num_requests: requests, num_pending: pending, ..Default::default() });
+        let empty = Batch { state: state(0, 0), ..Default::default() };
+        assert_eq!(done_reason(&empty, &now), DoneReason::Unspecified, "an empty open batch is not done");
+        let running = Batch { state: state(5, 2), ..Default::default() };
+        assert_eq!(done_reason(&running, &now), DoneReason::Unspecified);
+        let finished = Batch { state: state(5, 0), ..Default::default() };
+        assert_eq!(done_reason(&finished, &now), DoneReason::Completed);
+        let cancelled = Batch { cancel_time: Some(ts(900)), state: state(5, 3), ..Default::default() };
+        assert_eq!(done_reason(&cancelled, &now), DoneReason::Cancelled);
+        let by_xai = Batch { cancel_by_xai_message: Some("bad file".into()), ..Default::default() };
+        assert_eq!(done_reason(&by_xai, &now), DoneReason::Cancelled);
+        let expired = Batch { expire_time: Some(ts(999)), state: state(5, 3), ..Default::default() };
+        assert_eq!(done_reason(&expired, &now), DoneReason::Expired);
+    }
+}

@@ -1,0 +1,121 @@
+//! The xAI REST client for batches: one method per `/v1/batches` endpoint, returning
+//! the typed shapes of `xai_models`. Retries, deadlines and auth come from `http`.
+
+use serde_json::{Value, json};
+use tonic::Code;
+use url::Url;
+
+use super::http::{AuthScheme, Call, Reply, UpstreamHttp};
+use super::xai_models::*;
+use crate::config::RetryPolicy;
+use crate::context::CallContext;
+use crate::error::{Error, Result};
+
+/// A client of xAI's batch API.
+#[derive(Debug, Clone)]
+pub struct XaiClient {
+    http: UpstreamHttp,
+}
+
+impl XaiClient {
+    /// A client of the API at `base` (a normalized `<origin>/v1/` URL).
+    pub fn new(base: Url, retry: RetryPolicy) -> Result<Self> {
+        Ok(Self {
+            http: UpstreamHttp::new("xai", base, AuthScheme::Bearer, retry)?,
+        })
+    }
+
+    /// `POST /v1/batches`. Never retried: a lost answer may still have created a batch.
+    pub async fn create_batch(
+        &self,
+        name: &str,
+        input_file_id: Option<&str>,
+        ctx: &CallContext,
+    ) -> Result<Reply<XaiBatch>> {
+        let mut body = json!({ "name": name });
+        if let (Some(id), Some(map)) = (input_file_id, body.as_object_mut()) {
+            map.insert("input_file_id".into(), json!(id));
+        }
+        self.call(&Call::post(["batches"], body), ctx).await
+    }
+
+    /// `GET /v1/batches/{id}`.
+    pub async fn batch(&self, batch_id: &str, ctx: &CallContext) -> Result<Reply<XaiBatch>> {
+        self.call(&Call::get(["batches", batch_id]), ctx).await
+    }
+
+    /// `GET /v1/batches?limit&pagination_token`.
+    pub async fn list_batches(&self, limit: u32, token: Option<&str>, ctx: &CallContext) -> Result<Reply<BatchPage>> {
+        self.call(&paged(Call::get(["batches"]), limit, token), ctx).await
+    }
+
+    /// `POST /v1/batches/{id}:cancel`: cancelling twice is harmless, so it is retried.
+    pub async fn cancel_batch(&self, batch_id: &str, ctx: &CallContext) -> Result<Reply<XaiBatch>> {
+        let call = Call::post(["batches".to_owned(), format!("{batch_id}:cancel")], json!({})).idempotent();
+        self.call(&call, ctx).await
+    }
+
+    /// `POST /v1/batches/{id}/requests`. Every request must carry its id: re-adding
+    /// an id with the same content is a no-op upstream, which makes this safe to retry.
+    pub async fn add_requests(&self, batch_id: &str, requests: Vec<Value>, ctx: &CallContext) -> Result<Reply<Value>> {
+        let call = Call::post(["batches", batch_id, "requests"], json!({ "batch_requests": requests })).idempotent();
+        self.call(&call, ctx).await.map_err(|error| match error {
+            // A batch that was cancelled, or sealed as file-based, takes no more
+            // requests: the caller's precondition, not a permission problem.
+            Error::Upstream(mut failure) if failure.status == 403 => {
+                failure.meaning = Some(Code::FailedPrecondition);
+                Error::Upstream(failure)
+            }
+            other => other,
+        })
+    }
+
+    /// `GET /v1/batches/{id}/requests?limit&pagination_token`.
+    pub async fn list_request_metadata(
+        &self,
+        batch_id: &str,
+        limit: u32,
+        token: Option<&str>,
+        ctx: &CallContext,
+    ) -> Result<Reply<RequestMetadataPage>> {
+        self.call(&paged(Call::get(["batches", batch_id, "requests"]), limit, token), ctx)
+            .await
+    }
+
+    /// `GET /v1/batches/{id}/results?limit&pagination_token`.
+    pub async fn list_results(
+        &self,
+        batch_id: &str,
+        limit: u32,
+        token: Option<&str>,
+        ctx: &CallContext,
+    ) -> Result<Reply<ResultPage>> {
+        self.call(&paged(Call::get(["batches", batch_id, "results"]), limit, token), ctx)
+            .await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(&self, call: &Call, ctx: &CallContext) -> Result<Reply<T>> {
+        self.http.json(call, ctx).await.map_err(classify)
+    }
+}
+
+fn paged(call: Call, limit: u32, token: Option<&str>) -> Call {
+    let call = call.query("limit", limit);
+    match token {
+        Some(token) => call.query("pagination_token", token),
+        None => call,
+    }
+}
+
+/// xAI answers a wrong key with 400 "Incorrect API key": that is UNAUTHENTICATED.
+fn classify(error: Error) -> Error {
+    match error {
+        Error::Upstream(mut failure)
+            if failure.status == 400 && failure.message.to_ascii_lowercase().contains("incorrect api key") =>
+        {
+            failure.meaning = Some(Code::Unauthenticated);
+            Error::Upstream(failure)
+        }
+        other => other,
+    }
+}

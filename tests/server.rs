@@ -1,0 +1,168 @@
+//! The server around the services: health, reflection (v1 and v1alpha), the embedded
+//! defaults of `batchgate serve`, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use batchgate::proto::sutro::v1::{self as pb, job_service_client::JobServiceClient};
+use common::{connect, spawn_app};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+const SERVICE: &str = "batchgate.sutro.v1.JobService";
+
+#[tokio::test]
+async fn health_reports_each_service_serving() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(connect(app.addr).await);
+    for service in ["", SERVICE] {
+        let reply = health
+            .check(HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
+    }
+    let err = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn reflection_lists_the_service_in_v1_and_v1alpha() {
+    let app = spawn_app().await;
+    let channel = connect(app.addr).await;
+
+    use tonic_reflection::pb::v1 as v1;
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("not a service list: {reply:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&SERVICE.to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+
+    use tonic_reflection::pb::v1alpha as v1alpha;
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(SERVICE.into())),
+    };
+    let mut replies = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    assert!(
+        matches!(reply.message_response, Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+        "{reply:?}"
+    );
+}
+
+/// `batchgate serve` as a child process on port 0, its address read from its log.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra)
+        .env_remove("BATCHGATE_SUTRO_BASE_URL")
+        .env_remove("BATCHGATE_SUTRO_API_KEY")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("batchgate binary runs");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server logs its address").expect("utf-8 log");
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if json["message"] == "batchgate is serving" {
+            break json["addr"].as_str().expect("addr field").parse().expect("socket address");
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Served { child, addr }
+}
+
+#[tokio::test]
+async fn serve_runs_on_embedded_defaults_with_no_keys() {
+    let served = serve(&[]);
+    let mut jobs = JobServiceClient::new(connect(served.addr).await);
+    let created = jobs
+        .create_job(pb::CreateJobRequest {
+            model: "gpt-oss-20b".into(),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs { values: vec!["hello".into()] })),
+            ..Default::default()
+        })
+        .await
+        .expect("no key needed")
+        .into_inner();
+    let status = jobs.get_job_status(pb::GetJobStatusRequest { job_id: created.job_id }).await.unwrap().into_inner();
+    assert_ne!(status.status(), pb::JobStatus::Unspecified);
+}
+
+#[tokio::test]
+async fn sigterm_ends_an_open_watch_with_a_status_not_a_reset() {
+    let mut served = serve(&["--watch-heartbeat-ms", "200"]);
+    let mut jobs = JobServiceClient::new(connect(served.addr).await);
+    let values = (0..5_000).map(|i| format!("row {i}")).collect();
+    let job_id = jobs
+        .create_job(pb::CreateJobRequest {
+            model: "gpt-oss-20b".into(),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs { values })),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut stream = jobs.watch_job(pb::WatchJobRequest { job_id }).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.kind(), pb::WatchEventKind::Snapshot);
+
+    let pid = served.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    assert!(killed.success());
+
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("the stream ends promptly") {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the watch ended with OK although the job is not done"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("shutting down"), "{}", ended.message());
+
+    let exited = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Some(status) = served.child.try_wait().expect("wait works") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(exited.is_some_and(|s| s.success()), "the gateway exits cleanly: {exited:?}");
+}
