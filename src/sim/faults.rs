@@ -1,0 +1,300 @@
+//! What goes wrong upstream, on purpose: injected statuses, slow answers and cut-off
+//! streams (from flags, a test's rules or an `x-sim-fault` header), and call counting.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use super::respond::Upstream;
+
+/// The header a caller of the simulator sets to fault one request: `status=503`,
+/// `status=429;retry-after=2`, `delay-ms=3000` or `drop-after=2` (lines of the answer).
+pub const FAULT_HEADER: &str = "x-sim-fault";
+
+const DEFAULT_FAULT_STATUSES: [u16; 5] = [429, 500, 502, 503, 524];
+
+/// Latency and random faults applied to every route of both halves.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FaultConfig {
+    /// Extra latency before every answer, in milliseconds.
+    #[arg(long, env = "BATCHGATE_SIM_LATENCY_MS", default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Share (0 to 1) of requests answered with a status from --fault-statuses.
+    #[arg(long, env = "BATCHGATE_SIM_FAULT_SHARE", default_value_t = 0.0)]
+    pub fault_share: f64,
+    /// The statuses --fault-share picks from (429 and 503 carry Retry-After; 524 is
+    /// Cloudflare's HTML timeout page).
+    #[arg(long, env = "BATCHGATE_SIM_FAULT_STATUSES", value_delimiter = ',', default_values_t = DEFAULT_FAULT_STATUSES)]
+    pub fault_statuses: Vec<u16>,
+    /// Retry-After, in seconds, on injected 429 and 503 answers.
+    #[arg(long, env = "BATCHGATE_SIM_RETRY_AFTER_SECS", default_value_t = 1)]
+    pub retry_after_secs: u64,
+    /// Share (0 to 1) of requests answered only after --slow-ms.
+    #[arg(long, env = "BATCHGATE_SIM_SLOW_SHARE", default_value_t = 0.0)]
+    pub slow_share: f64,
+    /// How late a slow answer is, in milliseconds.
+    #[arg(long, env = "BATCHGATE_SIM_SLOW_MS", default_value_t = 5_000)]
+    pub slow_ms: u64,
+    /// Share (0 to 1) of answers cut off after --drop-after-lines lines (a progress
+    /// stream that breaks, a body that ends early).
+    #[arg(long, env = "BATCHGATE_SIM_DROP_SHARE", default_value_t = 0.0)]
+    pub drop_share: f64,
+    /// Lines sent before a dropped answer is cut off.
+    #[arg(long, env = "BATCHGATE_SIM_DROP_AFTER_LINES", default_value_t = 3)]
+    pub drop_after_lines: usize,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            fault_share: 0.0,
+            fault_statuses: DEFAULT_FAULT_STATUSES.to_vec(),
+            retry_after_secs: 1,
+            slow_share: 0.0,
+            slow_ms: 5_000,
+            drop_share: 0.0,
+            drop_after_lines: 3,
+        }
+    }
+}
+
+/// One way a request fails.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer with this HTTP status (and `Retry-After`, if given) without doing the work.
+    Status { code: u16, retry_after_secs: Option<u64> },
+    /// Answer late (a caller that gives up first is counted as dropped).
+    Delay(Duration),
+    /// Send the answer's first `after_lines` lines, then break the connection.
+    DropStream { after_lines: usize },
+}
+
+/// A fault for the next `times` requests on `route` (`"GET /v1/get-quotas"`, as in
+/// [`super::SimHandle::calls`]; `"*"` matches every route).
+#[derive(Debug, Clone)]
+pub struct FaultRule {
+    pub route: String,
+    pub times: u32,
+    pub fault: Fault,
+}
+
+/// Call counts and pending fault rules, shared by every request.
+pub struct Faults {
+    config: FaultConfig,
+    state: Mutex<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: HashMap<String, u64>,
+    dropped: HashMap<String, u64>,
+    rules: Vec<FaultRule>,
+}
+
+impl Faults {
+    pub fn new(config: FaultConfig) -> Self {
+        Self { config, state: Mutex::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counters> {
+        // A panicking test thread must not take the simulator down with it.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn calls(&self, route: &str) -> u64 {
+        self.lock().calls.get(route).copied().unwrap_or(0)
+    }
+
+    pub fn dropped(&self, route: &str) -> u64 {
+        self.lock().dropped.get(route).copied().unwrap_or(0)
+    }
+
+    pub fn total_calls(&self) -> u64 {
+        self.lock().calls.values().sum()
+    }
+
+    pub fn inject(&self, rule: FaultRule) {
+        self.lock().rules.push(rule);
+    }
+
+    /// Counts the call and decides its fault: the request's header first, then the
+    /// injected rules (in order), then the configured random shares.
+    fn admit(&self, route: &str, headers: &HeaderMap) -> Option<Fault> {
+        let mut state = self.lock();
+        *state.calls.entry(route.to_owned()).or_default() += 1;
+        if let Some(fault) = headers.get(FAULT_HEADER).and_then(|v| parse_fault_header(v.to_str().ok()?)) {
+            return Some(fault);
+        }
+        if let Some(rule) = state.rules.iter_mut().find(|r| r.times > 0 && (r.route == route || r.route == "*")) {
+            rule.times -= 1;
+            return Some(rule.fault.clone());
+        }
+        drop(state);
+        self.random_fault()
+    }
+
+    fn random_fault(&self) -> Option<Fault> {
+        let c = &self.config;
+        if c.fault_share > 0.0 && rand::random::<f64>() < c.fault_share && !c.fault_statuses.is_empty() {
+            let code = c.fault_statuses[rand::random_range(0..c.fault_statuses.len())];
+            let retry_after_secs = matches!(code, 429 | 503).then_some(c.retry_after_secs);
+            return Some(Fault::Status { code, retry_after_secs });
+        }
+        if c.slow_share > 0.0 && rand::random::<f64>() < c.slow_share {
+            return Some(Fault::Delay(Duration::from_millis(c.slow_ms)));
+        }
+        if c.drop_share > 0.0 && rand::random::<f64>() < c.drop_share {
+            return Some(Fault::DropStream { after_lines: c.drop_after_lines });
+        }
+        None
+    }
+
+    fn count_dropped(&self, route: &str) {
+        *self.lock().dropped.entry(route.to_owned()).or_default() += 1;
+    }
+}
+
+/// Parses the `x-sim-fault` header; `None` (no fault) for anything it cannot read.
+pub fn parse_fault_header(text: &str) -> Option<Fault> {
+    let mut status = None;
+    let mut retry_after_secs = None;
+    let mut fault = None;
+    for part in text.split([';', ',']) {
+        let (key, value) = part.split_once('=')?;
+        let value = value.trim();
+        match key.trim() {
+            "status" => status = value.parse().ok(),
+            "retry-after" => retry_after_secs = value.parse().ok(),
+            "delay-ms" => fault = Some(Fault::Delay(Duration::from_millis(value.parse().ok()?))),
+            "drop-after" => fault = Some(Fault::DropStream { after_lines: value.parse().ok()? }),
+            _ => return None,
+        }
+    }
+    status.map(|code| Fault::Status { code, retry_after_secs }).or(fault)
+}
+
+/// The middleware around every route: counts, faults, latency, and noticing callers
+/// that hang up before their answer is ready.
+pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Next) -> Response {
+    let route = route_label(&request);
+    let upstream = Upstream::of_path(request.uri().path());
+    let fault = faults.admit(&route, request.headers());
+    let mut pending = PendingCall { faults: &faults, route: &route, answered: false };
+    if faults.config.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.config.latency_ms)).await;
+    }
+    let response = match fault {
+        Some(Fault::Status { code, retry_after_secs }) => status_answer(upstream, code, retry_after_secs),
+        Some(Fault::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
+            next.run(request).await
+        }
+        Some(Fault::DropStream { after_lines }) => cut_after_lines(next.run(request).await, after_lines),
+        None => next.run(request).await,
+    };
+    pending.answered = true;
+    response
+}
+
+/// Counts a call as dropped if its future is dropped before it answered.
+struct PendingCall<'a> {
+    faults: &'a Faults,
+    route: &'a str,
+    answered: bool,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.faults.count_dropped(self.route);
+        }
+    }
+}
+
+/// `"METHOD /matched/{template}"`, keeping a custom-method suffix such as `:cancel`.
+fn route_label(request: &Request) -> String {
+    let path = request.uri().path();
+    let Some(matched) = request.extensions().get::<MatchedPath>() else {
+        return format!("{} {path}", request.method());
+    };
+    let matched = matched.as_str();
+    let suffix = match (path.rsplit('/').next(), matched.ends_with('}')) {
+        (Some(last), true) => last.find(':').map(|i| &last[i..]).unwrap_or(""),
+        _ => "",
+    };
+    format!("{} {matched}{suffix}", request.method())
+}
+
+fn status_answer(upstream: Upstream, code: u16, retry_after_secs: Option<u64>) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = if code == 524 {
+        // Cloudflare answers an origin timeout itself, with an HTML page.
+        let page = "<!DOCTYPE html><html><head><title>A timeout occurred</title></head>\
+                    <body><h1>Error code 524</h1><p>A timeout occurred.</p></body></html>";
+        (status, [(header::CONTENT_TYPE, "text/html; charset=UTF-8")], page).into_response()
+    } else {
+        upstream.error(status, format!("simulated fault: HTTP {code}"))
+    };
+    if let Some(secs) = retry_after_secs {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// Passes the first `lines` lines of the body, then breaks the connection.
+fn cut_after_lines(response: Response, lines: usize) -> Response {
+    let (parts, body) = response.into_parts();
+    let mut upstream = body.into_data_stream();
+    let cut = async_stream::stream! {
+        let mut remaining = lines;
+        while remaining > 0 {
+            let Some(chunk) = upstream.next().await else { return };
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    yield Err(std::io::Error::other(error));
+                    return;
+                }
+            };
+            let mut end = chunk.len();
+            for (i, byte) in chunk.iter().enumerate() {
+                if *byte == b'\n' {
+                    remaining -= 1;
+                    if remaining == 0 {
+                        end = i + 1;
+                        break;
+                    }
+                }
+            }
+            yield Ok(chunk.slice(..end));
+        }
+        yield Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated dropped stream"));
+    };
+    Response::from_parts(parts, Body::from_stream(cut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fault_header_reads_each_form() {
+        assert_eq!(parse_fault_header("status=503"), Some(Fault::Status { code: 503, retry_after_secs: None }));
+        assert_eq!(
+            parse_fault_header("status=429; retry-after=2"),
+            Some(Fault::Status { code: 429, retry_after_secs: Some(2) })
+        );
+        assert_eq!(parse_fault_header("delay-ms=250"), Some(Fault::Delay(Duration::from_millis(250))));
+        assert_eq!(parse_fault_header("drop-after=2"), Some(Fault::DropStream { after_lines: 2 }));
+        assert_eq!(parse_fault_header("nonsense"), None);
+        assert_eq!(parse_fault_header("status=abc"), None);
+    }
+}
