@@ -14,12 +14,13 @@ use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 const SERVICE: &str = "batchgate.sutro.v1.JobService";
+const XAI_SERVICE: &str = "batchgate.xai.v1.BatchService";
 
 #[tokio::test]
 async fn health_reports_each_service_serving() {
     let app = spawn_app().await;
     let mut health = HealthClient::new(connect(app.addr).await);
-    for service in ["", SERVICE] {
+    for service in ["", SERVICE, XAI_SERVICE] {
         let reply = health
             .check(HealthCheckRequest { service: service.into() })
             .await
@@ -32,7 +33,7 @@ async fn health_reports_each_service_serving() {
 }
 
 #[tokio::test]
-async fn reflection_lists_the_service_in_v1_and_v1alpha() {
+async fn reflection_lists_both_services_in_v1_and_v1alpha() {
     let app = spawn_app().await;
     let channel = connect(app.addr).await;
 
@@ -49,6 +50,7 @@ async fn reflection_lists_the_service_in_v1_and_v1alpha() {
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&SERVICE.to_string()), "{names:?}");
+    assert!(names.contains(&XAI_SERVICE.to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 
     use tonic_reflection::pb::v1alpha as v1alpha;
@@ -165,4 +167,57 @@ async fn sigterm_ends_an_open_watch_with_a_status_not_a_reset() {
     .await
     .unwrap();
     assert!(exited.is_some_and(|s| s.success()), "the gateway exits cleanly: {exited:?}");
+}
+
+#[tokio::test]
+async fn shutdown_turns_health_not_serving_for_watchers_first() {
+    let mut app = spawn_app().await;
+    let mut health = HealthClient::new(connect(app.addr).await);
+    let mut watch = health
+        .watch(HealthCheckRequest { service: XAI_SERVICE.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+
+    let shutdown = tokio::spawn(app.app.take().expect("the gateway").shutdown());
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("health changes before the server stops")
+        .expect("a status, not an error")
+        .expect("a message");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    shutdown.await.unwrap().expect("a clean shutdown");
+}
+
+/// A grpc-web call over HTTP/1.1, as a browser client sends it: one length-prefixed
+/// message in, a message frame and a trailers frame out.
+#[tokio::test]
+async fn grpc_web_clients_are_served_over_http1() {
+    use prost::Message;
+    batchgate::upstream::http::install_crypto_provider();
+    let app = spawn_app().await;
+    let mut body = vec![0u8];
+    body.extend_from_slice(&0u32.to_be_bytes()); // GetQuotasRequest is empty
+    let response = reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .unwrap()
+        .post(format!("http://{}/batchgate.sutro.v1.JobService/GetQuotas", app.addr))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(body)
+        .send()
+        .await
+        .expect("the gateway answers HTTP/1.1");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/grpc-web+proto");
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(bytes[0], 0, "a message frame first");
+    let length = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    let quotas = pb::GetQuotasResponse::decode(&bytes[5..5 + length]).expect("a GetQuotasResponse");
+    assert_eq!(quotas.quotas.len(), 2);
+    let trailers = &bytes[5 + length..];
+    assert_eq!(trailers[0], 0x80, "then a trailers frame");
+    assert!(String::from_utf8_lossy(&trailers[5..]).contains("grpc-status:0"));
 }
