@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Prepares what tests/interop.rs needs, from a fresh clone, without prompting:
+#   .venv-interop/      a Python venv with the pinned packages of requirements.txt
+#                       (reinstalled only when that file or the Python changes)
+#   target/interop-py/  Python protobuf + grpcio stubs generated from proto/
+# Safe to run again and again. Needs python3 (>= 3.10) with the venv module,
+# and network access to PyPI the first time.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+
+venv="$repo/.venv-interop"
+requirements="$repo/tests/interop/requirements.txt"
+stamp="$venv/.requirements-stamp"
+stubs="$repo/target/interop-py"
+py="$venv/bin/python"
+
+say() { printf 'tests/interop/setup.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# --- python3 and its venv module ---------------------------------------------
+command -v python3 >/dev/null 2>&1 \
+  || die "python3 is not installed. Install Python 3.10 or newer, e.g. \`sudo apt-get install python3 python3-venv\` (Debian/Ubuntu), \`brew install python\` (macOS)."
+python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+  || die "python3 is $(python3 -V 2>&1); the sutro SDK needs Python 3.10 or newer."
+
+# A venv whose interpreter no longer runs (Python upgraded or removed) is rebuilt.
+if [[ -e "$venv" ]] && ! "$py" -c 'import sys' >/dev/null 2>&1; then
+  say "$venv is broken; recreating it"
+  rm -rf "$venv"
+fi
+
+if [[ ! -x "$py" ]]; then
+  say "creating $venv"
+  if ! python3 -m venv "$venv"; then
+    rm -rf "$venv"
+    die "\`python3 -m venv\` failed: the venv module (with ensurepip) is missing. Install it, e.g. \`sudo apt-get install python3-venv\` (Debian/Ubuntu; for a versioned python use python3.X-venv) or \`sudo dnf install python3\` (Fedora), then rerun."
+  fi
+fi
+
+# --- pinned packages, skipped while requirements and interpreter are unchanged --
+want="$("$py" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read() + sys.version.encode()).hexdigest())' "$requirements")"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  say "packages are up to date ($(basename "$requirements") unchanged)"
+else
+  say "installing pinned packages from tests/interop/requirements.txt"
+  rm -f "$stamp"
+  "$py" -m pip install --quiet --no-input --upgrade-strategy only-if-needed -r "$requirements" \
+    || die "pip install failed (is PyPI reachable? a proxy can be set with HTTPS_PROXY / PIP_INDEX_URL)"
+  printf '%s\n' "$want" >"$stamp"
+fi
+
+# --- stubs from proto/ (cheap, so always regenerated; built aside, then swapped in) --
+protos=(batchgate/sutro/v1/jobs.proto batchgate/xai/v1/batches.proto)
+for p in "${protos[@]}"; do
+  [[ -f "proto/$p" ]] || die "proto/$p is missing"
+done
+mkdir -p "$repo/target"
+tmp="$(mktemp -d "$repo/target/interop-py.tmp.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+# grpc_tools adds its bundled google/protobuf/*.proto (struct, timestamp) to the
+# include path itself.
+"$py" -m grpc_tools.protoc -I proto \
+  --python_out="$tmp" --pyi_out="$tmp" --grpc_python_out="$tmp" "${protos[@]}" \
+  || die "generating the Python stubs from proto/ failed"
+# Generated modules import each other as `batchgate.<pkg>.v1...`: make every
+# directory a regular package.
+find "$tmp" -type d -exec touch {}/__init__.py \;
+rm -f "$tmp/__init__.py"
+rm -rf "$stubs.old"
+if [[ -e "$stubs" ]]; then mv "$stubs" "$stubs.old"; fi
+mv "$tmp" "$stubs"
+rm -rf "$stubs.old"
+trap - EXIT
+
+PYTHONPATH="$stubs" "$py" - <<'PY' || die "the venv or the stubs do not import"
+import importlib.metadata as md
+import grpc, google.protobuf  # noqa: F401
+from batchgate.sutro.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: F401
+from batchgate.xai.v1 import batches_pb2, batches_pb2_grpc  # noqa: F401
+# `import sutro` is left to the check itself: it builds a client at import time.
+assert md.version("sutro") == "0.1.67", md.version("sutro")
+PY
+say "ready: $py, stubs in ${stubs#"$repo/"}"
