@@ -28,7 +28,11 @@ enum Command {
         #[command(flatten)]
         settings: ConfigLayer,
     },
-    /// Run the upstream simulator on its own (Sutro's REST API, for demos and tests).
+    /// Run the upstream simulator on its own: Sutro's `/v1` API and xAI's `/v1/batches`
+    /// API on one port, for demos and tests (Sutro key `sk_sim_demo`, xAI key `xai-sim-demo`).
+    ///
+    /// One request can be faulted with an `x-sim-fault` header: `status=503`,
+    /// `status=429;retry-after=2`, `delay-ms=3000` or `drop-after=2` (lines of the answer).
     Sim {
         /// Address to serve HTTP on.
         #[arg(long, env = "BATCHGATE_SIM_LISTEN", default_value = "127.0.0.1:8080")]
@@ -81,7 +85,7 @@ async fn serve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<(), Strin
 async fn simulate(listen: SocketAddr, sim: SimConfig) -> Result<(), String> {
     let _telemetry = batchgate::telemetry::init(Default::default(), None)?;
     let handle = batchgate::sim::start(sim, listen).await.map_err(|e| e.to_string())?;
-    tracing::info!(url = %handle.sutro_base_url(), "simulator is serving");
+    tracing::info!(sutro = %handle.sutro_base_url(), xai = %handle.xai_base_url(), "simulator is serving");
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
     }
