@@ -232,11 +232,15 @@ impl Config {
         let xai_base_url = layer
             .xai_base_url
             .as_deref()
-            .map(|raw| normalize_base_url(raw).map_err(|e| ConfigError(format!("xai_base_url: {e}"))))
+            .map(|raw| {
+                normalize_base_url(raw).map_err(|e| ConfigError(format!("xai_base_url: {e}")))
+            })
             .transpose()?;
         let xai_add_chunk_requests = layer.xai_add_chunk_requests.unwrap_or(1000);
         if xai_add_chunk_requests == 0 {
-            return Err(ConfigError("xai_add_chunk_requests must be at least 1".into()));
+            return Err(ConfigError(
+                "xai_add_chunk_requests must be at least 1".into(),
+            ));
         }
         let results_chunk_bytes = layer.results_chunk_bytes.unwrap_or(1024 * 1024);
         if !(1024..=MAX_MESSAGE_BYTES / 2).contains(&results_chunk_bytes) {
@@ -260,7 +264,10 @@ impl Config {
                 .map(Secret::new),
             xai_base_url,
             xai_api_key: layer.xai_api_key.filter(|k| !k.is_empty()).map(Secret::new),
-            xai_add_chunk_bytes: layer.xai_add_chunk_bytes.unwrap_or(20 * 1024 * 1024).max(1024),
+            xai_add_chunk_bytes: layer
+                .xai_add_chunk_bytes
+                .unwrap_or(20 * 1024 * 1024)
+                .max(1024),
             xai_add_chunk_requests,
             upstream_timeout: ms(layer.upstream_timeout_ms.unwrap_or(30_000)),
             retry: RetryPolicy {

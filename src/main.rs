@@ -64,7 +64,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, settings } => serve(config, settings).await,
         Command::Sim { listen, sim } => simulate(listen, sim).await,
-        Command::CheckConfig { config, settings } => resolve(config, settings).map(|c| println!("{c:#?}")),
+        Command::CheckConfig { config, settings } => {
+            resolve(config, settings).map(|c| println!("{c:#?}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,14 +79,17 @@ async fn main() -> ExitCode {
 
 async fn serve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<(), String> {
     let config = resolve(file, settings)?;
-    let _telemetry = batchgate::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
+    let _telemetry =
+        batchgate::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
     let app = App::start(config).await.map_err(|e| e.to_string())?;
     app.run_until_signal().await.map_err(|e| e.to_string())
 }
 
 async fn simulate(listen: SocketAddr, sim: SimConfig) -> Result<(), String> {
     let _telemetry = batchgate::telemetry::init(Default::default(), None)?;
-    let handle = batchgate::sim::start(sim, listen).await.map_err(|e| e.to_string())?;
+    let handle = batchgate::sim::start(sim, listen)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(sutro = %handle.sutro_base_url(), xai = %handle.xai_base_url(), "simulator is serving");
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;

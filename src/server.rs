@@ -71,12 +71,19 @@ impl App {
         let stop = CancellationToken::new();
         let idempotency: Arc<dyn IdempotencyStore> =
             Arc::new(MemoryIdempotency::new(config.idempotency_ttl, 1_000_000));
-        let jobs = JobsService::new(sutro, config.clone(), idempotency.clone(), stop.child_token());
+        let jobs = JobsService::new(
+            sutro,
+            config.clone(),
+            idempotency.clone(),
+            stop.child_token(),
+        );
         let batches = BatchesService::new(xai, config.clone(), idempotency, stop.child_token());
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<JobServiceServer<JobsService>>().await;
-        health.set_serving::<BatchServiceServer<BatchesService>>().await;
+        health
+            .set_serving::<BatchServiceServer<BatchesService>>()
+            .await;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -99,10 +106,13 @@ impl App {
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip);
 
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.listen,
             source,
@@ -119,7 +129,10 @@ impl App {
         let stopped = stop.clone();
         let served = tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stopped.cancelled_owned(),
+                )
                 .await
                 .map_err(ServeError::from)
         });
@@ -162,9 +175,15 @@ impl App {
     /// UNAVAILABLE, new connections are refused, and calls in flight get
     /// `drain_timeout` to finish before they are cut.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        self.health.set_not_serving::<JobServiceServer<JobsService>>().await;
-        self.health.set_not_serving::<BatchServiceServer<BatchesService>>().await;
-        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        self.health
+            .set_not_serving::<JobServiceServer<JobsService>>()
+            .await;
+        self.health
+            .set_not_serving::<BatchServiceServer<BatchesService>>()
+            .await;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         self.stop.cancel();
         let result = match tokio::time::timeout(self.drain_timeout, &mut self.served).await {
             Ok(joined) => joined.map_err(|e| ServeError::Setup(format!("server task: {e}")))?,
@@ -194,13 +213,17 @@ async fn start_simulator_for_gaps(config: &mut Config) -> Result<Option<SimHandl
         let base = normalize_base_url(&handle.sutro_base_url()).map_err(ServeError::Setup)?;
         tracing::info!(url = %base, "no Sutro URL configured: using the built-in simulator");
         config.sutro_base_url = Some(base);
-        config.sutro_api_key.get_or_insert_with(|| Secret::new(sim::DEMO_API_KEY));
+        config
+            .sutro_api_key
+            .get_or_insert_with(|| Secret::new(sim::DEMO_API_KEY));
     }
     if config.xai_base_url.is_none() {
         let base = normalize_base_url(&handle.xai_base_url()).map_err(ServeError::Setup)?;
         tracing::info!(url = %base, "no xAI URL configured: using the built-in simulator");
         config.xai_base_url = Some(base);
-        config.xai_api_key.get_or_insert_with(|| Secret::new(sim::XAI_DEMO_API_KEY));
+        config
+            .xai_api_key
+            .get_or_insert_with(|| Secret::new(sim::XAI_DEMO_API_KEY));
     }
     Ok(Some(handle))
 }

@@ -23,21 +23,34 @@ fn chat_with_model(id: Option<String>, prompt: &str, model: &str) -> pb::BatchRe
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
     }));
-    pb::BatchRequest { batch_request_id: id, body: body.map(Body::ChatGetCompletion) }
+    pb::BatchRequest {
+        batch_request_id: id,
+        body: body.map(Body::ChatGetCompletion),
+    }
 }
 
 async fn new_batch(app: &mut common::TestApp, name: &str) -> String {
     app.batches
-        .create_batch(pb::CreateBatchRequest { name: name.into(), ..Default::default() })
+        .create_batch(pb::CreateBatchRequest {
+            name: name.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
         .batch_id
 }
 
-async fn add(app: &mut common::TestApp, batch_id: &str, requests: Vec<pb::BatchRequest>) -> Result<pb::AddBatchRequestsResponse, tonic::Status> {
+async fn add(
+    app: &mut common::TestApp,
+    batch_id: &str,
+    requests: Vec<pb::BatchRequest>,
+) -> Result<pb::AddBatchRequestsResponse, tonic::Status> {
     app.batches
-        .add_batch_requests(pb::AddBatchRequestsRequest { batch_id: batch_id.into(), batch_requests: requests })
+        .add_batch_requests(pb::AddBatchRequestsRequest {
+            batch_id: batch_id.into(),
+            batch_requests: requests,
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -45,21 +58,34 @@ async fn add(app: &mut common::TestApp, batch_id: &str, requests: Vec<pb::BatchR
 async fn watch_to_end(app: &mut common::TestApp, batch_id: &str) -> Vec<pb::WatchBatchResponse> {
     let mut stream = app
         .batches
-        .watch_batch(pb::WatchBatchRequest { batch_id: batch_id.into() })
+        .watch_batch(pb::WatchBatchRequest {
+            batch_id: batch_id.into(),
+        })
         .await
         .unwrap()
         .into_inner();
     let mut messages = Vec::new();
-    while let Some(m) = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("watch progresses").unwrap() {
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("watch progresses")
+        .unwrap()
+    {
         messages.push(m);
     }
     messages
 }
 
-async fn all_results(app: &mut common::TestApp, batch_id: &str, upstream_page_size: i32) -> Vec<pb::BatchResult> {
+async fn all_results(
+    app: &mut common::TestApp,
+    batch_id: &str,
+    upstream_page_size: i32,
+) -> Vec<pb::BatchResult> {
     let mut stream = app
         .batches
-        .stream_batch_results(pb::StreamBatchResultsRequest { batch_id: batch_id.into(), upstream_page_size })
+        .stream_batch_results(pb::StreamBatchResultsRequest {
+            batch_id: batch_id.into(),
+            upstream_page_size,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -74,7 +100,17 @@ async fn all_results(app: &mut common::TestApp, batch_id: &str, upstream_page_si
 async fn a_batch_runs_from_create_to_results() {
     let mut app = spawn_app().await;
     let batch_id = new_batch(&mut app, "nightly eval").await;
-    let added = add(&mut app, &batch_id, vec![chat(Some("q1".into()), "hi"), chat(None, "there"), chat(None, "again")]).await.unwrap();
+    let added = add(
+        &mut app,
+        &batch_id,
+        vec![
+            chat(Some("q1".into()), "hi"),
+            chat(None, "there"),
+            chat(None, "again"),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(added.batch_request_ids.len(), 3);
     assert_eq!(added.batch_request_ids[0], "q1");
     assert_eq!(added.upstream_calls, 1);
@@ -85,15 +121,29 @@ async fn a_batch_runs_from_create_to_results() {
     assert_eq!(last.kind(), pb::WatchEventKind::Final);
     assert_eq!(last.done_reason(), pb::DoneReason::Completed);
     let state = last.batch.clone().unwrap().state.unwrap();
-    assert_eq!((state.num_requests, state.num_pending, state.num_success), (3, 0, 3));
+    assert_eq!(
+        (state.num_requests, state.num_pending, state.num_success),
+        (3, 0, 3)
+    );
 
-    let batch = app.batches.get_batch(pb::GetBatchRequest { batch_id: batch_id.clone() }).await.unwrap().into_inner();
+    let batch = app
+        .batches
+        .get_batch(pb::GetBatchRequest {
+            batch_id: batch_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(batch.name, "nightly eval");
     assert!(batch.create_time.is_some() && batch.expire_time.is_some());
 
     let page = app
         .batches
-        .list_batch_results(pb::ListBatchResultsRequest { batch_id: batch_id.clone(), page_size: 2, page_token: String::new() })
+        .list_batch_results(pb::ListBatchResultsRequest {
+            batch_id: batch_id.clone(),
+            page_size: 2,
+            page_token: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -112,7 +162,12 @@ async fn a_batch_runs_from_create_to_results() {
         .unwrap()
         .into_inner();
     assert_eq!(metadata.batch_request_metadata.len(), 3);
-    assert!(metadata.batch_request_metadata.iter().all(|m| m.raw_state == "succeeded" && m.model == "grok-4"));
+    assert!(
+        metadata
+            .batch_request_metadata
+            .iter()
+            .all(|m| m.raw_state == "succeeded" && m.model == "grok-4")
+    );
     let none_pending = app
         .batches
         .list_batch_request_metadata(pb::ListBatchRequestMetadataRequest {
@@ -125,7 +180,12 @@ async fn a_batch_runs_from_create_to_results() {
         .into_inner();
     assert!(none_pending.batch_request_metadata.is_empty());
 
-    let listed = app.batches.list_batches(pb::ListBatchesRequest::default()).await.unwrap().into_inner();
+    let listed = app
+        .batches
+        .list_batches(pb::ListBatchesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.batches.iter().any(|b| b.batch_id == batch_id));
 }
 
@@ -133,18 +193,34 @@ async fn a_batch_runs_from_create_to_results() {
 async fn five_thousand_requests_arrive_in_chunks_each_exactly_once_and_a_retry_adds_nothing() {
     let mut app = spawn_app().await;
     let batch_id = new_batch(&mut app, "big").await;
-    let requests: Vec<_> = (0..5_000).map(|i| chat(None, &format!("prompt {i}"))).collect();
+    let requests: Vec<_> = (0..5_000)
+        .map(|i| chat(None, &format!("prompt {i}")))
+        .collect();
     let added = add(&mut app, &batch_id, requests.clone()).await.unwrap();
     assert_eq!(added.batch_request_ids.len(), 5_000);
     assert_eq!(added.upstream_calls, 5);
     assert_eq!(app.sim.calls(REQUESTS_ROUTE), 5);
 
     let retried = add(&mut app, &batch_id, requests).await.unwrap();
-    assert_eq!(retried.batch_request_ids, added.batch_request_ids, "a retry reuses the ids");
+    assert_eq!(
+        retried.batch_request_ids, added.batch_request_ids,
+        "a retry reuses the ids"
+    );
 
     watch_to_end(&mut app, &batch_id).await;
-    let batch = app.batches.get_batch(pb::GetBatchRequest { batch_id: batch_id.clone() }).await.unwrap().into_inner();
-    assert_eq!(batch.state.unwrap().num_requests, 5_000, "no duplicates upstream");
+    let batch = app
+        .batches
+        .get_batch(pb::GetBatchRequest {
+            batch_id: batch_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        batch.state.unwrap().num_requests,
+        5_000,
+        "no duplicates upstream"
+    );
     let results = all_results(&mut app, &batch_id, 1000).await;
     let ids: HashSet<_> = results.iter().map(|r| r.batch_request_id.clone()).collect();
     assert_eq!(results.len(), 5_000);
@@ -157,19 +233,37 @@ async fn a_failed_third_chunk_reports_exactly_which_requests_were_accepted() {
     let batch_id = new_batch(&mut app, "partial").await;
     let requests: Vec<_> = (0..500)
         .map(|i| {
-            let model = if i == 250 { "grok-unsupported" } else { "grok-4" };
+            let model = if i == 250 {
+                "grok-unsupported"
+            } else {
+                "grok-4"
+            };
             chat_with_model(Some(format!("req-{i}")), "x", model)
         })
         .collect();
     let err = add(&mut app, &batch_id, requests).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("requests 0..200 of 500 were accepted"), "{}", err.message());
-    let info = err.get_error_details().error_info().cloned().expect("error info");
+    assert!(
+        err.message()
+            .contains("requests 0..200 of 500 were accepted"),
+        "{}",
+        err.message()
+    );
+    let info = err
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("error info");
     assert_eq!(info.metadata["accepted_count"], "200");
     assert_eq!(info.metadata["last_accepted_id"], "req-199");
     assert_eq!(info.metadata["first_not_accepted_id"], "req-200");
     assert_eq!(app.sim.calls(REQUESTS_ROUTE), 3);
-    let batch = app.batches.get_batch(pb::GetBatchRequest { batch_id }).await.unwrap().into_inner();
+    let batch = app
+        .batches
+        .get_batch(pb::GetBatchRequest { batch_id })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(batch.state.unwrap().num_requests, 200);
 }
 
@@ -177,7 +271,13 @@ async fn a_failed_third_chunk_reports_exactly_which_requests_were_accepted() {
 async fn results_stream_across_pages_each_exactly_once() {
     let mut app = spawn_app().await;
     let batch_id = new_batch(&mut app, "pages").await;
-    add(&mut app, &batch_id, (0..25).map(|i| chat(None, &format!("p{i}"))).collect()).await.unwrap();
+    add(
+        &mut app,
+        &batch_id,
+        (0..25).map(|i| chat(None, &format!("p{i}"))).collect(),
+    )
+    .await
+    .unwrap();
     watch_to_end(&mut app, &batch_id).await;
     let results = all_results(&mut app, &batch_id, 10).await;
     let ids: HashSet<_> = results.iter().map(|r| r.batch_request_id.clone()).collect();
@@ -187,63 +287,143 @@ async fn results_stream_across_pages_each_exactly_once() {
 
 #[tokio::test]
 async fn watch_ends_on_cancel_and_adds_after_cancel_are_refused() {
-    let sim = SimConfig { xai: XaiSimConfig { request_ms: 60_000, ..XaiSimConfig::fast() }, ..SimConfig::fast() };
+    let sim = SimConfig {
+        xai: XaiSimConfig {
+            request_ms: 60_000,
+            ..XaiSimConfig::fast()
+        },
+        ..SimConfig::fast()
+    };
     let mut app = spawn_app_with(sim, |_| {}).await;
     let batch_id = new_batch(&mut app, "to cancel").await;
-    add(&mut app, &batch_id, vec![chat(None, "slow"), chat(None, "slower")]).await.unwrap();
+    add(
+        &mut app,
+        &batch_id,
+        vec![chat(None, "slow"), chat(None, "slower")],
+    )
+    .await
+    .unwrap();
 
-    let mut stream = app.batches.watch_batch(pb::WatchBatchRequest { batch_id: batch_id.clone() }).await.unwrap().into_inner();
+    let mut stream = app
+        .batches
+        .watch_batch(pb::WatchBatchRequest {
+            batch_id: batch_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.kind(), pb::WatchEventKind::Snapshot);
     assert_eq!(first.batch.unwrap().state.unwrap().num_pending, 2);
 
-    let cancelled = app.batches.cancel_batch(pb::CancelBatchRequest { batch_id: batch_id.clone() }).await.unwrap().into_inner();
+    let cancelled = app
+        .batches
+        .cancel_batch(pb::CancelBatchRequest {
+            batch_id: batch_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(cancelled.cancel_time.is_some());
     let mut last = None;
-    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap() {
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         last = Some(m);
     }
     let last = last.expect("a final message");
-    assert_eq!((last.kind(), last.done_reason()), (pb::WatchEventKind::Final, pb::DoneReason::Cancelled));
+    assert_eq!(
+        (last.kind(), last.done_reason()),
+        (pb::WatchEventKind::Final, pb::DoneReason::Cancelled)
+    );
 
-    let err = add(&mut app, &batch_id, vec![chat(None, "late")]).await.unwrap_err();
+    let err = add(&mut app, &batch_id, vec![chat(None, "late")])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 }
 
 #[tokio::test]
 async fn unknown_batch_bad_key_and_invalid_input() {
     let mut app = spawn_app().await;
-    let err = app.batches.get_batch(pb::GetBatchRequest { batch_id: "batch_00000000-0000-0000-0000-000000000000".into() }).await.unwrap_err();
+    let err = app
+        .batches
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "batch_00000000-0000-0000-0000-000000000000".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = app.batches.list_batches(with_key(pb::ListBatchesRequest::default(), "xai-wrong-key")).await.unwrap_err();
+    let err = app
+        .batches
+        .list_batches(with_key(pb::ListBatchesRequest::default(), "xai-wrong-key"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(!err.message().contains("xai-wrong-key"));
 
     let calls_before = app.sim.total_calls();
-    let err = app.batches.create_batch(pb::CreateBatchRequest::default()).await.unwrap_err();
+    let err = app
+        .batches
+        .create_batch(pb::CreateBatchRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(bad_fields(&err), ["name"]);
     let duplicate = vec![
         chat(Some("same".into()), "a"),
         chat(Some("same".into()), "b"),
-        pb::BatchRequest { batch_request_id: None, body: None },
+        pb::BatchRequest {
+            batch_request_id: None,
+            body: None,
+        },
     ];
     let err = add(&mut app, "batch_x", duplicate).await.unwrap_err();
-    assert_eq!(bad_fields(&err), ["batch_requests[1].batch_request_id", "batch_requests[2].body"]);
+    assert_eq!(
+        bad_fields(&err),
+        [
+            "batch_requests[1].batch_request_id",
+            "batch_requests[2].body"
+        ]
+    );
     let err = app
         .batches
-        .list_batch_results(pb::ListBatchResultsRequest { batch_id: "a/b".into(), page_size: 1001, page_token: String::new() })
+        .list_batch_results(pb::ListBatchResultsRequest {
+            batch_id: "a/b".into(),
+            page_size: 1001,
+            page_token: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(bad_fields(&err), ["batch_id", "page_size"]);
-    assert_eq!(app.sim.total_calls(), calls_before, "nothing may reach the upstream");
+    assert_eq!(
+        app.sim.total_calls(),
+        calls_before,
+        "nothing may reach the upstream"
+    );
 }
 
 #[tokio::test]
 async fn a_retried_create_with_a_request_id_makes_one_batch() {
     let mut app = spawn_app().await;
-    let request = pb::CreateBatchRequest { name: "once".into(), request_id: "create-once-1".into(), ..Default::default() };
-    let first = app.batches.create_batch(request.clone()).await.unwrap().into_inner();
-    let second = app.batches.create_batch(request).await.unwrap().into_inner();
+    let request = pb::CreateBatchRequest {
+        name: "once".into(),
+        request_id: "create-once-1".into(),
+        ..Default::default()
+    };
+    let first = app
+        .batches
+        .create_batch(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = app
+        .batches
+        .create_batch(request)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.batch_id, second.batch_id);
     assert_eq!(app.sim.calls("POST /v1/batches"), 1);
 }

@@ -15,7 +15,8 @@ fn batchgate(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         command.env(name, value);
     }
     let output = command.output().expect("the binary runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
 }
 
@@ -40,7 +41,10 @@ fn serve_help_documents_every_setting() {
         assert!(help.contains(env), "{env} is not documented in:\n{help}");
     }
     let (ok, help) = batchgate(&["--help"], &[]);
-    assert!(ok && help.contains("serve") && help.contains("sim") && help.contains("check-config"), "{help}");
+    assert!(
+        ok && help.contains("serve") && help.contains("sim") && help.contains("check-config"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -53,18 +57,39 @@ fn flags_beat_env_which_beats_the_file_and_secrets_stay_hidden() {
     )
     .unwrap();
     let (ok, out) = batchgate(
-        &["check-config", "--config", file.to_str().unwrap(), "--upstream-timeout-ms", "2222"],
-        &[("BATCHGATE_RETRY_MAX_ATTEMPTS", "3"), ("BATCHGATE_XAI_API_KEY", "xai-env-secret")],
+        &[
+            "check-config",
+            "--config",
+            file.to_str().unwrap(),
+            "--upstream-timeout-ms",
+            "2222",
+        ],
+        &[
+            ("BATCHGATE_RETRY_MAX_ATTEMPTS", "3"),
+            ("BATCHGATE_XAI_API_KEY", "xai-env-secret"),
+        ],
     );
     assert!(ok, "{out}");
     assert!(out.contains("upstream_timeout: 2.222s"), "flag wins: {out}");
     assert!(out.contains("max_attempts: 3"), "env beats file: {out}");
-    assert!(out.contains("watch_poll: 3.333s"), "file beats default: {out}");
-    assert!(!out.contains("sk_file_secret") && !out.contains("xai-env-secret"), "{out}");
+    assert!(
+        out.contains("watch_poll: 3.333s"),
+        "file beats default: {out}"
+    );
+    assert!(
+        !out.contains("sk_file_secret") && !out.contains("xai-env-secret"),
+        "{out}"
+    );
 
-    let (ok, out) = batchgate(&["check-config", "--sutro-base-url", "http://sutro.example"], &[]);
+    let (ok, out) = batchgate(
+        &["check-config", "--sutro-base-url", "http://sutro.example"],
+        &[],
+    );
     assert!(!ok);
-    assert!(out.contains("sutro_base_url") && out.contains("https"), "{out}");
+    assert!(
+        out.contains("sutro_base_url") && out.contains("https"),
+        "{out}"
+    );
     std::fs::write(&file, "no_such_setting = 1\n").unwrap();
     let (ok, out) = batchgate(&["check-config", "--config", file.to_str().unwrap()], &[]);
     assert!(!ok && out.contains("no_such_setting"), "{out}");

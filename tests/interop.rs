@@ -25,7 +25,9 @@ fn python() -> PathBuf {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(name)
 }
 
 /// Runs a Python check in a blocking thread; it prints `ok: <step>` lines.
@@ -39,14 +41,20 @@ async fn run(mut command: Command) -> String {
     .expect("the thread joins");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "Python check failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "Python check failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     stdout
 }
 
 #[tokio::test]
 async fn the_official_sutro_sdk_runs_against_the_simulator() {
     let sim = sim::start(
-        SimConfig { rows_per_second: 50.0, ..SimConfig::fast() },
+        SimConfig {
+            rows_per_second: 50.0,
+            ..SimConfig::fast()
+        },
         SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await
@@ -60,10 +68,18 @@ async fn the_official_sutro_sdk_runs_against_the_simulator() {
         .env("HOME", std::env::temp_dir());
     let stdout = run(command).await;
     for step in ["create", "await", "results", "cancel", "quotas", "attach"] {
-        assert!(stdout.lines().any(|l| l.starts_with(&format!("ok: {step}"))), "no `ok: {step}` in:\n{stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("ok: {step}"))),
+            "no `ok: {step}` in:\n{stdout}"
+        );
     }
     assert!(sim.calls("POST /v1/batch-inference") >= 2);
-    assert!(sim.calls("GET /v1/stream-job-progress/{job_id}") >= 1, "attach used the progress stream");
+    assert!(
+        sim.calls("GET /v1/stream-job-progress/{job_id}") >= 1,
+        "attach used the progress stream"
+    );
 }
 
 #[tokio::test]
@@ -78,6 +94,13 @@ async fn a_generated_grpcio_client_drives_the_gateway() {
         .env("BATCHGATE_ADDR", app.addr.to_string())
         .env("BATCHGATE_PY_STUBS", stubs);
     let stdout = run(command).await;
-    assert!(stdout.lines().filter(|l| l.starts_with("ok: ")).count() >= 4, "{stdout}");
-    assert_eq!(app.sim.calls("POST /v1/batch-inference"), 1, "the retried create was replayed");
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count() >= 4,
+        "{stdout}"
+    );
+    assert_eq!(
+        app.sim.calls("POST /v1/batch-inference"),
+        1,
+        "the retried create was replayed"
+    );
 }

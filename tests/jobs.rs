@@ -23,11 +23,17 @@ fn create(values: &[&str]) -> pb::CreateJobRequest {
     }
 }
 
-async fn wait_for_status(app: &mut common::TestApp, job_id: &str, want: pb::JobStatus) -> pb::GetJobStatusResponse {
+async fn wait_for_status(
+    app: &mut common::TestApp,
+    job_id: &str,
+    want: pb::JobStatus,
+) -> pb::GetJobStatusResponse {
     for _ in 0..400 {
         let reply = app
             .jobs
-            .get_job_status(pb::GetJobStatusRequest { job_id: job_id.into() })
+            .get_job_status(pb::GetJobStatusRequest {
+                job_id: job_id.into(),
+            })
             .await
             .expect("status")
             .into_inner();
@@ -42,12 +48,24 @@ async fn wait_for_status(app: &mut common::TestApp, job_id: &str, want: pb::JobS
 #[tokio::test]
 async fn a_job_runs_from_create_to_results() {
     let mut app = spawn_app().await;
-    let created = app.jobs.create_job(create(&["one", "two", "three"])).await.unwrap().into_inner();
+    let created = app
+        .jobs
+        .create_job(create(&["one", "two", "three"]))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(created.job_id.starts_with("job-"), "{}", created.job_id);
     assert!(!created.replayed);
 
     wait_for_status(&mut app, &created.job_id, pb::JobStatus::Succeeded).await;
-    let job = app.jobs.get_job(pb::GetJobRequest { job_id: created.job_id.clone() }).await.unwrap().into_inner();
+    let job = app
+        .jobs
+        .get_job(pb::GetJobRequest {
+            job_id: created.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(job.status(), pb::JobStatus::Succeeded);
     assert_eq!(job.raw_status, "SUCCEEDED");
     assert_eq!(job.num_rows, Some(3));
@@ -77,7 +95,10 @@ async fn a_job_runs_from_create_to_results() {
         .map(|r| batchgate::convert::value_to_json(r.input.clone().unwrap()))
         .collect();
     assert_eq!(inputs, ["one", "two", "three"]);
-    assert!(rows.iter().all(|r| r.output.is_some() && r.cumulative_logprob.is_some()));
+    assert!(
+        rows.iter()
+            .all(|r| r.output.is_some() && r.cumulative_logprob.is_some())
+    );
     assert_eq!(rows.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 1, 2]);
 
     let url = app
@@ -99,11 +120,26 @@ async fn a_job_runs_from_create_to_results() {
 
 #[tokio::test]
 async fn results_of_an_unfinished_job_are_a_failed_precondition() {
-    let mut app = spawn_app_with(batchgate::sim::SimConfig { queue_ms: 60_000, ..batchgate::sim::SimConfig::fast() }, |_| {}).await;
-    let created = app.jobs.create_job(create(&["x"])).await.unwrap().into_inner();
+    let mut app = spawn_app_with(
+        batchgate::sim::SimConfig {
+            queue_ms: 60_000,
+            ..batchgate::sim::SimConfig::fast()
+        },
+        |_| {},
+    )
+    .await;
+    let created = app
+        .jobs
+        .create_job(create(&["x"]))
+        .await
+        .unwrap()
+        .into_inner();
     let err = app
         .jobs
-        .get_job_results_url(pb::GetJobResultsUrlRequest { job_id: created.job_id, ..Default::default() })
+        .get_job_results_url(pb::GetJobResultsUrlRequest {
+            job_id: created.job_id,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -111,9 +147,28 @@ async fn results_of_an_unfinished_job_are_a_failed_precondition() {
 
 #[tokio::test]
 async fn cancel_moves_a_job_to_cancelled() {
-    let mut app = spawn_app_with(batchgate::sim::SimConfig { queue_ms: 60_000, ..batchgate::sim::SimConfig::fast() }, |_| {}).await;
-    let created = app.jobs.create_job(create(&["x", "y"])).await.unwrap().into_inner();
-    let cancel = app.jobs.cancel_job(pb::CancelJobRequest { job_id: created.job_id.clone() }).await.unwrap().into_inner();
+    let mut app = spawn_app_with(
+        batchgate::sim::SimConfig {
+            queue_ms: 60_000,
+            ..batchgate::sim::SimConfig::fast()
+        },
+        |_| {},
+    )
+    .await;
+    let created = app
+        .jobs
+        .create_job(create(&["x", "y"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let cancel = app
+        .jobs
+        .cancel_job(pb::CancelJobRequest {
+            job_id: created.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(cancel.cancelled);
     assert!(cancel.message.contains(&created.job_id));
     wait_for_status(&mut app, &created.job_id, pb::JobStatus::Cancelled).await;
@@ -124,7 +179,12 @@ async fn list_jobs_pages_through_every_job_once() {
     let mut app = spawn_app().await;
     let mut created = Vec::new();
     for i in 0..7 {
-        let reply = app.jobs.create_job(create(&[&format!("p{i}")])).await.unwrap().into_inner();
+        let reply = app
+            .jobs
+            .create_job(create(&[&format!("p{i}")]))
+            .await
+            .unwrap()
+            .into_inner();
         created.push(reply.job_id);
     }
     let mut seen = Vec::new();
@@ -132,7 +192,10 @@ async fn list_jobs_pages_through_every_job_once() {
     loop {
         let page = app
             .jobs
-            .list_jobs(pb::ListJobsRequest { page_size: 3, page_token: token.clone() })
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 3,
+                page_token: token.clone(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -150,15 +213,30 @@ async fn list_jobs_pages_through_every_job_once() {
 #[tokio::test]
 async fn quotas_and_auth_checks() {
     let mut app = spawn_app().await;
-    let quotas = app.jobs.get_quotas(pb::GetQuotasRequest {}).await.unwrap().into_inner().quotas;
+    let quotas = app
+        .jobs
+        .get_quotas(pb::GetQuotasRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .quotas;
     assert_eq!(quotas.len(), 2);
-    assert_eq!((quotas[0].priority, quotas[0].row_quota, quotas[0].token_quota), (0, 1000, 1_000_000));
+    assert_eq!(
+        (
+            quotas[0].priority,
+            quotas[0].row_quota,
+            quotas[0].token_quota
+        ),
+        (0, 1000, 1_000_000)
+    );
     assert_eq!(quotas[1].priority, 1);
 
     for scope in [pb::AuthScope::Deployment, pb::AuthScope::BatchService] {
         let reply = app
             .jobs
-            .check_auth(pb::CheckAuthRequest { scope: scope.into() })
+            .check_auth(pb::CheckAuthRequest {
+                scope: scope.into(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -173,7 +251,9 @@ async fn unknown_job_is_not_found_and_bad_key_is_unauthenticated() {
     let mut app = spawn_app().await;
     let err = app
         .jobs
-        .get_job(pb::GetJobRequest { job_id: "job-00000000-0000-0000-0000-000000000000".into() })
+        .get_job(pb::GetJobRequest {
+            job_id: "job-00000000-0000-0000-0000-000000000000".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -184,10 +264,17 @@ async fn unknown_job_is_not_found_and_bad_key_is_unauthenticated() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(!err.message().contains("sk_wrong_key_123"), "{}", err.message());
+    assert!(
+        !err.message().contains("sk_wrong_key_123"),
+        "{}",
+        err.message()
+    );
     let err = app
         .jobs
-        .check_auth(with_key(pb::CheckAuthRequest::default(), "sk_wrong_key_123"))
+        .check_auth(with_key(
+            pb::CheckAuthRequest::default(),
+            "sk_wrong_key_123",
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -209,8 +296,18 @@ async fn invalid_input_names_each_field_and_sends_nothing_upstream() {
     let err = app.jobs.create_job(bad).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let fields = bad_fields(&err);
-    for field in ["prompts.values", "job_priority", "name", "description", "json_schema", "request_id"] {
-        assert!(fields.contains(&field.to_string()), "{field} missing from {fields:?}");
+    for field in [
+        "prompts.values",
+        "job_priority",
+        "name",
+        "description",
+        "json_schema",
+        "request_id",
+    ] {
+        assert!(
+            fields.contains(&field.to_string()),
+            "{field} missing from {fields:?}"
+        );
     }
 
     let url = pb::CreateJobRequest {
@@ -225,14 +322,43 @@ async fn invalid_input_names_each_field_and_sends_nothing_upstream() {
     let err = app.jobs.create_job(url).await.unwrap_err();
     assert_eq!(bad_fields(&err), ["url.url", "url.id_column_name"]);
 
-    let no_inputs = pb::CreateJobRequest { model: "m".into(), ..Default::default() };
-    assert_eq!(bad_fields(&app.jobs.create_job(no_inputs).await.unwrap_err()), ["inputs"]);
+    let no_inputs = pb::CreateJobRequest {
+        model: "m".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        bad_fields(&app.jobs.create_job(no_inputs).await.unwrap_err()),
+        ["inputs"]
+    );
 
-    for id in ["", "../etc", "a/b", "a?b", "a#b", "a\u{7}b", &"x".repeat(257)] {
-        let err = app.jobs.get_job(pb::GetJobRequest { job_id: id.into() }).await.unwrap_err();
-        assert_eq!((err.code(), bad_fields(&err)), (Code::InvalidArgument, vec!["job_id".to_string()]), "{id:?}");
+    for id in [
+        "",
+        "../etc",
+        "a/b",
+        "a?b",
+        "a#b",
+        "a\u{7}b",
+        &"x".repeat(257),
+    ] {
+        let err = app
+            .jobs
+            .get_job(pb::GetJobRequest { job_id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), bad_fields(&err)),
+            (Code::InvalidArgument, vec!["job_id".to_string()]),
+            "{id:?}"
+        );
     }
-    let err = app.jobs.list_jobs(pb::ListJobsRequest { page_size: 101, ..Default::default() }).await.unwrap_err();
+    let err = app
+        .jobs
+        .list_jobs(pb::ListJobsRequest {
+            page_size: 101,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(bad_fields(&err), ["page_size"]);
     let err = app
         .jobs
@@ -252,7 +378,10 @@ async fn invalid_input_names_each_field_and_sends_nothing_upstream() {
 #[tokio::test]
 async fn a_retried_create_with_a_request_id_makes_one_job() {
     let mut app = spawn_app().await;
-    let request = pb::CreateJobRequest { request_id: "nightly-2026-11-24".into(), ..create(&["a", "b"]) };
+    let request = pb::CreateJobRequest {
+        request_id: "nightly-2026-11-24".into(),
+        ..create(&["a", "b"])
+    };
     let racing = (0..5).map(|_| {
         let mut client = app.jobs.clone();
         let request = request.clone();
@@ -263,13 +392,21 @@ async fn a_retried_create_with_a_request_id_makes_one_job() {
         .into_iter()
         .map(|r| r.unwrap().unwrap())
         .collect();
-    let again = app.jobs.create_job(request.clone()).await.unwrap().into_inner();
+    let again = app
+        .jobs
+        .create_job(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(again.replayed);
     assert!(replies.iter().all(|r| r.job_id == again.job_id));
     assert_eq!(replies.iter().filter(|r| !r.replayed).count(), 1);
     assert_eq!(app.sim.calls("POST /v1/batch-inference"), 1);
 
-    let different = pb::CreateJobRequest { request_id: request.request_id.clone(), ..create(&["other"]) };
+    let different = pb::CreateJobRequest {
+        request_id: request.request_id.clone(),
+        ..create(&["other"])
+    };
     let err = app.jobs.create_job(different).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(app.sim.calls("POST /v1/batch-inference"), 1);

@@ -9,38 +9,63 @@ use prost::Message;
 
 #[tokio::test]
 async fn a_hundred_thousand_rows_stream_in_chunks_under_4_mib() {
-    let sim = SimConfig { rows_per_second: 10_000_000.0, ..SimConfig::fast() };
+    let sim = SimConfig {
+        rows_per_second: 10_000_000.0,
+        ..SimConfig::fast()
+    };
     let mut app = spawn_app_with(sim, |_| {}).await;
     const ROWS: usize = 100_000;
-    let values = (0..ROWS).map(|i| format!("Summarise item number {i} in one sentence.")).collect();
+    let values = (0..ROWS)
+        .map(|i| format!("Summarise item number {i} in one sentence."))
+        .collect();
     let job_id = app
         .jobs
         .create_job(pb::CreateJobRequest {
             model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs { values })),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+                values,
+            })),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
         .job_id;
-    let mut watch = app.jobs.watch_job(pb::WatchJobRequest { job_id: job_id.clone() }).await.unwrap().into_inner();
+    let mut watch = app
+        .jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut last = None;
     while let Some(message) = watch.message().await.unwrap() {
         last = Some(message);
     }
-    assert_eq!(last.unwrap().progress.unwrap().status(), pb::JobStatus::Succeeded);
+    assert_eq!(
+        last.unwrap().progress.unwrap().status(),
+        pb::JobStatus::Succeeded
+    );
 
     let mut stream = app
         .jobs
-        .get_job_results(pb::GetJobResultsRequest { job_id, include_inputs: true, ..Default::default() })
+        .get_job_results(pb::GetJobResultsRequest {
+            job_id,
+            include_inputs: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     let (mut chunks, mut next_index) = (0, 0i64);
     while let Some(chunk) = stream.message().await.unwrap() {
         chunks += 1;
-        assert!(chunk.encoded_len() < 4 * 1024 * 1024, "chunk of {} bytes", chunk.encoded_len());
+        assert!(
+            chunk.encoded_len() < 4 * 1024 * 1024,
+            "chunk of {} bytes",
+            chunk.encoded_len()
+        );
         assert_eq!(chunk.total_rows, ROWS as i64);
         for row in chunk.rows {
             assert_eq!(row.index, next_index);

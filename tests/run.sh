@@ -23,9 +23,11 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
+# Benchmarks are not tests (clippy above still compiles them): `--all-targets` would
+# run benches/gateway.rs, a harness-less binary, as if it were a test.
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --all-targets --no-fail-fast
+  cargo nextest run --lib --bins --tests --no-fail-fast
 else
-  cargo test --all-targets --no-fail-fast
+  cargo test --lib --bins --tests --no-fail-fast
 fi

@@ -11,7 +11,9 @@ use std::time::Duration;
 use batchgate::proto::sutro::v1::{self as pb, job_service_client::JobServiceClient};
 use common::{connect, spawn_app};
 use tonic::Code;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 const SERVICE: &str = "batchgate.sutro.v1.JobService";
 const XAI_SERVICE: &str = "batchgate.xai.v1.BatchService";
@@ -22,13 +24,20 @@ async fn health_reports_each_service_serving() {
     let mut health = HealthClient::new(connect(app.addr).await);
     for service in ["", SERVICE, XAI_SERVICE] {
         let reply = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
     }
-    let err = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await.unwrap_err();
+    let err = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
 
@@ -37,29 +46,48 @@ async fn reflection_lists_both_services_in_v1_and_v1alpha() {
     let app = spawn_app().await;
     let channel = connect(app.addr).await;
 
-    use tonic_reflection::pb::v1 as v1;
+    use tonic_reflection::pb::v1;
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
     };
-    let mut replies = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
+    let mut replies = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
     let reply = replies.message().await.unwrap().unwrap();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
         panic!("not a service list: {reply:?}");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&SERVICE.to_string()), "{names:?}");
     assert!(names.contains(&XAI_SERVICE.to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
 
-    use tonic_reflection::pb::v1alpha as v1alpha;
+    use tonic_reflection::pb::v1alpha;
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(SERVICE.into())),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                SERVICE.into(),
+            ),
+        ),
     };
-    let mut replies = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
+    let mut replies = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
     let reply = replies.message().await.unwrap().unwrap();
     assert!(
         matches!(reply.message_response, Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
@@ -94,10 +122,19 @@ fn serve(extra: &[&str]) -> Served {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines.next().expect("the server logs its address").expect("utf-8 log");
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let line = lines
+            .next()
+            .expect("the server logs its address")
+            .expect("utf-8 log");
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if json["message"] == "batchgate is serving" {
-            break json["addr"].as_str().expect("addr field").parse().expect("socket address");
+            break json["addr"]
+                .as_str()
+                .expect("addr field")
+                .parse()
+                .expect("socket address");
         }
     };
     // Keep draining the log so the child never blocks on a full pipe.
@@ -112,13 +149,21 @@ async fn serve_runs_on_embedded_defaults_with_no_keys() {
     let created = jobs
         .create_job(pb::CreateJobRequest {
             model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs { values: vec!["hello".into()] })),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+                values: vec!["hello".into()],
+            })),
             ..Default::default()
         })
         .await
         .expect("no key needed")
         .into_inner();
-    let status = jobs.get_job_status(pb::GetJobStatusRequest { job_id: created.job_id }).await.unwrap().into_inner();
+    let status = jobs
+        .get_job_status(pb::GetJobStatusRequest {
+            job_id: created.job_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_ne!(status.status(), pb::JobStatus::Unspecified);
 }
 
@@ -130,30 +175,46 @@ async fn sigterm_ends_an_open_watch_with_a_status_not_a_reset() {
     let job_id = jobs
         .create_job(pb::CreateJobRequest {
             model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs { values })),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+                values,
+            })),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
         .job_id;
-    let mut stream = jobs.watch_job(pb::WatchJobRequest { job_id }).await.unwrap().into_inner();
+    let mut stream = jobs
+        .watch_job(pb::WatchJobRequest { job_id })
+        .await
+        .unwrap()
+        .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.kind(), pb::WatchEventKind::Snapshot);
 
     let pid = served.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
     assert!(killed.success());
 
     let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("the stream ends promptly") {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the stream ends promptly")
+        {
             Ok(Some(_)) => continue,
             Ok(None) => panic!("the watch ended with OK although the job is not done"),
             Err(status) => break status,
         }
     };
     assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
-    assert!(ended.message().contains("shutting down"), "{}", ended.message());
+    assert!(
+        ended.message().contains("shutting down"),
+        "{}",
+        ended.message()
+    );
 
     let exited = tokio::task::spawn_blocking(move || {
         for _ in 0..100 {
@@ -166,7 +227,10 @@ async fn sigterm_ends_an_open_watch_with_a_status_not_a_reset() {
     })
     .await
     .unwrap();
-    assert!(exited.is_some_and(|s| s.success()), "the gateway exits cleanly: {exited:?}");
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the gateway exits cleanly: {exited:?}"
+    );
 }
 
 #[tokio::test]
@@ -174,11 +238,16 @@ async fn shutdown_turns_health_not_serving_for_watchers_first() {
     let mut app = spawn_app().await;
     let mut health = HealthClient::new(connect(app.addr).await);
     let mut watch = health
-        .watch(HealthCheckRequest { service: XAI_SERVICE.into() })
+        .watch(HealthCheckRequest {
+            service: XAI_SERVICE.into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
 
     let shutdown = tokio::spawn(app.app.take().expect("the gateway").shutdown());
     let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
@@ -203,7 +272,10 @@ async fn grpc_web_clients_are_served_over_http1() {
         .http1_only()
         .build()
         .unwrap()
-        .post(format!("http://{}/batchgate.sutro.v1.JobService/GetQuotas", app.addr))
+        .post(format!(
+            "http://{}/batchgate.sutro.v1.JobService/GetQuotas",
+            app.addr
+        ))
         .header("content-type", "application/grpc-web+proto")
         .header("x-grpc-web", "1")
         .body(body)
@@ -211,7 +283,10 @@ async fn grpc_web_clients_are_served_over_http1() {
         .await
         .expect("the gateway answers HTTP/1.1");
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/grpc-web+proto");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/grpc-web+proto"
+    );
     let bytes = response.bytes().await.unwrap();
     assert_eq!(bytes[0], 0, "a message frame first");
     let length = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;

@@ -15,15 +15,23 @@ fn status_fault(route: &str, times: u32, code: u16, retry_after_secs: Option<u64
     FaultRule {
         route: route.into(),
         times,
-        fault: Fault::Status { code, retry_after_secs },
+        fault: Fault::Status {
+            code,
+            retry_after_secs,
+        },
     }
 }
 
 #[tokio::test]
 async fn a_read_is_retried_through_a_503() {
     let mut app = spawn_app().await;
-    app.sim.inject(status_fault("GET /v1/get-quotas", 1, 503, None));
-    let quotas = app.jobs.get_quotas(pb::GetQuotasRequest {}).await.expect("retried to success");
+    app.sim
+        .inject(status_fault("GET /v1/get-quotas", 1, 503, None));
+    let quotas = app
+        .jobs
+        .get_quotas(pb::GetQuotasRequest {})
+        .await
+        .expect("retried to success");
     assert_eq!(quotas.into_inner().quotas.len(), 2);
     assert_eq!(app.sim.calls("GET /v1/get-quotas"), 2);
 }
@@ -31,40 +39,63 @@ async fn a_read_is_retried_through_a_503() {
 #[tokio::test]
 async fn a_create_is_never_retried_blindly() {
     let mut app = spawn_app().await;
-    app.sim.inject(status_fault("POST /v1/batch-inference", 1, 503, None));
+    app.sim
+        .inject(status_fault("POST /v1/batch-inference", 1, 503, None));
     let err = app
         .jobs
         .create_job(pb::CreateJobRequest {
             model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs { values: vec!["x".into()] })),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+                values: vec!["x".into()],
+            })),
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(app.sim.calls("POST /v1/batch-inference"), 1);
-    let info = err.get_error_details().error_info().cloned().expect("error info");
-    assert_eq!(info.metadata.get("upstream_status").map(String::as_str), Some("503"));
+    let info = err
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("error info");
+    assert_eq!(
+        info.metadata.get("upstream_status").map(String::as_str),
+        Some("503")
+    );
 }
 
 #[tokio::test]
 async fn rate_limits_past_the_retry_budget_are_resource_exhausted_with_retry_info() {
     let mut app = spawn_app().await;
     // Retry-After 0 on every attempt: the attempt budget (4) runs out.
-    app.sim.inject(status_fault("GET /v1/get-quotas", 10, 429, Some(0)));
-    let err = app.jobs.get_quotas(pb::GetQuotasRequest {}).await.unwrap_err();
+    app.sim
+        .inject(status_fault("GET /v1/get-quotas", 10, 429, Some(0)));
+    let err = app
+        .jobs
+        .get_quotas(pb::GetQuotasRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert_eq!(app.sim.calls("GET /v1/get-quotas"), 4);
     assert!(err.get_error_details().retry_info().is_some());
 
     // Retry-After beyond the deadline: no point waiting, answer at once.
     let mut app = spawn_app().await;
-    app.sim.inject(status_fault("GET /v1/get-quotas", 1, 429, Some(120)));
+    app.sim
+        .inject(status_fault("GET /v1/get-quotas", 1, 429, Some(120)));
     let started = std::time::Instant::now();
-    let err = app.jobs.get_quotas(pb::GetQuotasRequest {}).await.unwrap_err();
+    let err = app
+        .jobs
+        .get_quotas(pb::GetQuotasRequest {})
+        .await
+        .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(err.code(), Code::ResourceExhausted);
-    let delay = err.get_error_details().retry_info().and_then(|r| r.retry_delay);
+    let delay = err
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay);
     assert_eq!(delay, Some(Duration::from_secs(120)));
     assert_eq!(app.sim.calls("GET /v1/get-quotas"), 1);
 }
@@ -89,15 +120,32 @@ async fn a_short_deadline_is_deadline_exceeded_and_drops_the_upstream_request() 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(app.sim.dropped("GET /v1/get-quotas"), 1, "the upstream request must be abandoned");
+    assert_eq!(
+        app.sim.dropped("GET /v1/get-quotas"),
+        1,
+        "the upstream request must be abandoned"
+    );
 }
 
 #[tokio::test]
 async fn server_errors_map_through_the_table() {
-    let mut app = spawn_app_with(batchgate::sim::SimConfig::fast(), |s| s.retry_max_attempts = Some(1)).await;
-    for (status, code) in [(500, Code::Internal), (502, Code::Unavailable), (524, Code::Unavailable), (504, Code::DeadlineExceeded)] {
-        app.sim.inject(status_fault("GET /v1/get-quotas", 1, status, None));
-        let err = app.jobs.get_quotas(pb::GetQuotasRequest {}).await.unwrap_err();
+    let mut app = spawn_app_with(batchgate::sim::SimConfig::fast(), |s| {
+        s.retry_max_attempts = Some(1)
+    })
+    .await;
+    for (status, code) in [
+        (500, Code::Internal),
+        (502, Code::Unavailable),
+        (524, Code::Unavailable),
+        (504, Code::DeadlineExceeded),
+    ] {
+        app.sim
+            .inject(status_fault("GET /v1/get-quotas", 1, status, None));
+        let err = app
+            .jobs
+            .get_quotas(pb::GetQuotasRequest {})
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), code, "HTTP {status}");
     }
 }

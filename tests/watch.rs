@@ -11,7 +11,11 @@ use common::spawn_app_with;
 use tonic::Code;
 
 fn slow_sim() -> SimConfig {
-    SimConfig { rows_per_second: 200.0, heartbeat_ms: 100, ..SimConfig::fast() }
+    SimConfig {
+        rows_per_second: 200.0,
+        heartbeat_ms: 100,
+        ..SimConfig::fast()
+    }
 }
 
 async fn create(app: &mut common::TestApp, rows: usize) -> String {
@@ -19,7 +23,9 @@ async fn create(app: &mut common::TestApp, rows: usize) -> String {
     app.jobs
         .create_job(pb::CreateJobRequest {
             model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs { values })),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+                values,
+            })),
             ..Default::default()
         })
         .await
@@ -31,7 +37,9 @@ async fn create(app: &mut common::TestApp, rows: usize) -> String {
 async fn collect(app: &mut common::TestApp, job_id: &str) -> Vec<pb::WatchJobResponse> {
     let mut stream = app
         .jobs
-        .watch_job(pb::WatchJobRequest { job_id: job_id.into() })
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -57,25 +65,54 @@ async fn watching_a_job_to_success() {
     assert_eq!(last.kind(), WatchEventKind::Final);
     let progress = last.progress.clone().unwrap();
     assert_eq!(progress.status(), pb::JobStatus::Succeeded);
-    assert_eq!((progress.rows_processed, progress.total_rows), (100, Some(100)));
+    assert_eq!(
+        (progress.rows_processed, progress.total_rows),
+        (100, Some(100))
+    );
     assert!(progress.output_tokens.unwrap_or(0) > 0);
-    let rows: Vec<i64> = messages.iter().map(|m| m.progress.as_ref().unwrap().rows_processed).collect();
-    assert!(rows.windows(2).all(|w| w[0] <= w[1]), "rows never go back: {rows:?}");
-    assert!(messages.iter().filter(|m| m.kind() == WatchEventKind::Progress).count() >= 2);
-    assert!(messages.iter().filter(|m| m.kind() == WatchEventKind::Final).count() == 1);
+    let rows: Vec<i64> = messages
+        .iter()
+        .map(|m| m.progress.as_ref().unwrap().rows_processed)
+        .collect();
+    assert!(
+        rows.windows(2).all(|w| w[0] <= w[1]),
+        "rows never go back: {rows:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .filter(|m| m.kind() == WatchEventKind::Progress)
+            .count()
+            >= 2
+    );
+    assert!(
+        messages
+            .iter()
+            .filter(|m| m.kind() == WatchEventKind::Final)
+            .count()
+            == 1
+    );
 }
 
 #[tokio::test]
 async fn a_failed_job_is_reported_failed_although_every_row_was_streamed() {
     let mut app = spawn_app_with(slow_sim(), |_| {}).await;
     let job_id = create(&mut app, 50).await;
-    app.sim.set_job_outcome(&job_id, JobOutcome::Fail { message: "worker crashed".into() });
+    app.sim.set_job_outcome(
+        &job_id,
+        JobOutcome::Fail {
+            message: "worker crashed".into(),
+        },
+    );
     let messages = collect(&mut app, &job_id).await;
 
-    let saw_all_rows = messages
-        .iter()
-        .any(|m| m.kind() != WatchEventKind::Final && m.progress.as_ref().unwrap().rows_processed == 50);
-    assert!(saw_all_rows, "the stream reported every row before the job failed");
+    let saw_all_rows = messages.iter().any(|m| {
+        m.kind() != WatchEventKind::Final && m.progress.as_ref().unwrap().rows_processed == 50
+    });
+    assert!(
+        saw_all_rows,
+        "the stream reported every row before the job failed"
+    );
     let last = messages.last().unwrap();
     assert_eq!(last.kind(), WatchEventKind::Final);
     let progress = last.progress.clone().unwrap();
@@ -91,7 +128,11 @@ async fn many_watchers_share_one_upstream_stream() {
         let mut client = app.jobs.clone();
         let job_id = job_id.clone();
         tokio::spawn(async move {
-            let mut stream = client.watch_job(pb::WatchJobRequest { job_id }).await.unwrap().into_inner();
+            let mut stream = client
+                .watch_job(pb::WatchJobRequest { job_id })
+                .await
+                .unwrap()
+                .into_inner();
             let mut last = None;
             while let Some(message) = stream.message().await.unwrap() {
                 last = Some(message);
@@ -105,20 +146,40 @@ async fn many_watchers_share_one_upstream_stream() {
         assert_eq!(last.progress.unwrap().status(), pb::JobStatus::Succeeded);
     }
     assert_eq!(app.sim.calls("GET /v1/stream-job-progress/{job_id}"), 1);
-    assert_eq!(app.sim.calls("GET /v1/jobs/{job_id}") , 2, "one first read and one final read");
+    assert_eq!(
+        app.sim.calls("GET /v1/jobs/{job_id}"),
+        2,
+        "one first read and one final read"
+    );
 }
 
 #[tokio::test]
 async fn heartbeats_flow_while_a_job_waits_and_unknown_jobs_are_not_found() {
-    let mut app = spawn_app_with(SimConfig { queue_ms: 60_000, ..SimConfig::fast() }, |s| s.watch_heartbeat_ms = Some(100)).await;
+    let mut app = spawn_app_with(
+        SimConfig {
+            queue_ms: 60_000,
+            ..SimConfig::fast()
+        },
+        |s| s.watch_heartbeat_ms = Some(100),
+    )
+    .await;
     let job_id = create(&mut app, 3).await;
-    let mut stream = app.jobs.watch_job(pb::WatchJobRequest { job_id }).await.unwrap().into_inner();
+    let mut stream = app
+        .jobs
+        .watch_job(pb::WatchJobRequest { job_id })
+        .await
+        .unwrap()
+        .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.kind(), WatchEventKind::Snapshot);
     assert_eq!(first.progress.unwrap().status(), pb::JobStatus::Queued);
     let mut heartbeats = 0;
     while heartbeats < 3 {
-        let message = tokio::time::timeout(Duration::from_secs(2), stream.message()).await.unwrap().unwrap().unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(2), stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if message.kind() == WatchEventKind::Heartbeat {
             heartbeats += 1;
         }
@@ -127,7 +188,9 @@ async fn heartbeats_flow_while_a_job_waits_and_unknown_jobs_are_not_found() {
 
     let err = app
         .jobs
-        .watch_job(pb::WatchJobRequest { job_id: "job-00000000-0000-0000-0000-000000000000".into() })
+        .watch_job(pb::WatchJobRequest {
+            job_id: "job-00000000-0000-0000-0000-000000000000".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);

@@ -42,7 +42,10 @@ mod tests {
     #[test]
     fn groups_keep_order_and_respect_both_limits() {
         let groups = chunk_by(1..=10, |_| 10, 35, 0);
-        assert_eq!(groups, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10]]);
+        assert_eq!(
+            groups,
+            vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10]]
+        );
         let groups = chunk_by(1..=5, |_| 1, 1000, 2);
         assert_eq!(groups, vec![vec![1, 2], vec![3, 4], vec![5]]);
         let groups = chunk_by([5, 500, 5], |n| *n, 100, 0);

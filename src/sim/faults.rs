@@ -70,7 +70,10 @@ impl Default for FaultConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// Answer with this HTTP status (and `Retry-After`, if given) without doing the work.
-    Status { code: u16, retry_after_secs: Option<u64> },
+    Status {
+        code: u16,
+        retry_after_secs: Option<u64>,
+    },
     /// Answer late (a caller that gives up first is counted as dropped).
     Delay(Duration),
     /// Send the answer's first `after_lines` lines, then break the connection.
@@ -101,12 +104,17 @@ struct Counters {
 
 impl Faults {
     pub fn new(config: FaultConfig) -> Self {
-        Self { config, state: Mutex::default() }
+        Self {
+            config,
+            state: Mutex::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Counters> {
         // A panicking test thread must not take the simulator down with it.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn calls(&self, route: &str) -> u64 {
@@ -130,10 +138,17 @@ impl Faults {
     fn admit(&self, route: &str, headers: &HeaderMap) -> Option<Fault> {
         let mut state = self.lock();
         *state.calls.entry(route.to_owned()).or_default() += 1;
-        if let Some(fault) = headers.get(FAULT_HEADER).and_then(|v| parse_fault_header(v.to_str().ok()?)) {
+        if let Some(fault) = headers
+            .get(FAULT_HEADER)
+            .and_then(|v| parse_fault_header(v.to_str().ok()?))
+        {
             return Some(fault);
         }
-        if let Some(rule) = state.rules.iter_mut().find(|r| r.times > 0 && (r.route == route || r.route == "*")) {
+        if let Some(rule) = state
+            .rules
+            .iter_mut()
+            .find(|r| r.times > 0 && (r.route == route || r.route == "*"))
+        {
             rule.times -= 1;
             return Some(rule.fault.clone());
         }
@@ -143,16 +158,24 @@ impl Faults {
 
     fn random_fault(&self) -> Option<Fault> {
         let c = &self.config;
-        if c.fault_share > 0.0 && rand::random::<f64>() < c.fault_share && !c.fault_statuses.is_empty() {
+        if c.fault_share > 0.0
+            && rand::random::<f64>() < c.fault_share
+            && !c.fault_statuses.is_empty()
+        {
             let code = c.fault_statuses[rand::random_range(0..c.fault_statuses.len())];
             let retry_after_secs = matches!(code, 429 | 503).then_some(c.retry_after_secs);
-            return Some(Fault::Status { code, retry_after_secs });
+            return Some(Fault::Status {
+                code,
+                retry_after_secs,
+            });
         }
         if c.slow_share > 0.0 && rand::random::<f64>() < c.slow_share {
             return Some(Fault::Delay(Duration::from_millis(c.slow_ms)));
         }
         if c.drop_share > 0.0 && rand::random::<f64>() < c.drop_share {
-            return Some(Fault::DropStream { after_lines: c.drop_after_lines });
+            return Some(Fault::DropStream {
+                after_lines: c.drop_after_lines,
+            });
         }
         None
     }
@@ -174,11 +197,20 @@ pub fn parse_fault_header(text: &str) -> Option<Fault> {
             "status" => status = value.parse().ok(),
             "retry-after" => retry_after_secs = value.parse().ok(),
             "delay-ms" => fault = Some(Fault::Delay(Duration::from_millis(value.parse().ok()?))),
-            "drop-after" => fault = Some(Fault::DropStream { after_lines: value.parse().ok()? }),
+            "drop-after" => {
+                fault = Some(Fault::DropStream {
+                    after_lines: value.parse().ok()?,
+                })
+            }
             _ => return None,
         }
     }
-    status.map(|code| Fault::Status { code, retry_after_secs }).or(fault)
+    status
+        .map(|code| Fault::Status {
+            code,
+            retry_after_secs,
+        })
+        .or(fault)
 }
 
 /// The middleware around every route: counts, faults, latency, and noticing callers
@@ -187,17 +219,26 @@ pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Ne
     let route = route_label(&request);
     let upstream = Upstream::of_path(request.uri().path());
     let fault = faults.admit(&route, request.headers());
-    let mut pending = PendingCall { faults: &faults, route: &route, answered: false };
+    let mut pending = PendingCall {
+        faults: &faults,
+        route: &route,
+        answered: false,
+    };
     if faults.config.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.config.latency_ms)).await;
     }
     let response = match fault {
-        Some(Fault::Status { code, retry_after_secs }) => status_answer(upstream, code, retry_after_secs),
+        Some(Fault::Status {
+            code,
+            retry_after_secs,
+        }) => status_answer(upstream, code, retry_after_secs),
         Some(Fault::Delay(delay)) => {
             tokio::time::sleep(delay).await;
             next.run(request).await
         }
-        Some(Fault::DropStream { after_lines }) => cut_after_lines(next.run(request).await, after_lines),
+        Some(Fault::DropStream { after_lines }) => {
+            cut_after_lines(next.run(request).await, after_lines)
+        }
         None => next.run(request).await,
     };
     pending.answered = true;
@@ -239,12 +280,19 @@ fn status_answer(upstream: Upstream, code: u16, retry_after_secs: Option<u64>) -
         // Cloudflare answers an origin timeout itself, with an HTML page.
         let page = "<!DOCTYPE html><html><head><title>A timeout occurred</title></head>\
                     <body><h1>Error code 524</h1><p>A timeout occurred.</p></body></html>";
-        (status, [(header::CONTENT_TYPE, "text/html; charset=UTF-8")], page).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+            page,
+        )
+            .into_response()
     } else {
         upstream.error(status, format!("simulated fault: HTTP {code}"))
     };
     if let Some(secs) = retry_after_secs {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }
@@ -287,13 +335,28 @@ mod tests {
 
     #[test]
     fn the_fault_header_reads_each_form() {
-        assert_eq!(parse_fault_header("status=503"), Some(Fault::Status { code: 503, retry_after_secs: None }));
+        assert_eq!(
+            parse_fault_header("status=503"),
+            Some(Fault::Status {
+                code: 503,
+                retry_after_secs: None
+            })
+        );
         assert_eq!(
             parse_fault_header("status=429; retry-after=2"),
-            Some(Fault::Status { code: 429, retry_after_secs: Some(2) })
+            Some(Fault::Status {
+                code: 429,
+                retry_after_secs: Some(2)
+            })
         );
-        assert_eq!(parse_fault_header("delay-ms=250"), Some(Fault::Delay(Duration::from_millis(250))));
-        assert_eq!(parse_fault_header("drop-after=2"), Some(Fault::DropStream { after_lines: 2 }));
+        assert_eq!(
+            parse_fault_header("delay-ms=250"),
+            Some(Fault::Delay(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            parse_fault_header("drop-after=2"),
+            Some(Fault::DropStream { after_lines: 2 })
+        );
         assert_eq!(parse_fault_header("nonsense"), None);
         assert_eq!(parse_fault_header("status=abc"), None);
     }

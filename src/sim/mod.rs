@@ -12,9 +12,9 @@ mod sutro_create;
 mod sutro_jobs;
 pub mod xai;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::future::IntoFuture;
 use std::time::Duration;
 
 use axum::Router;
@@ -139,13 +139,22 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
         // Neither API documents a limit on a whole create or add call (only xAI's 25 MB
         // per request); 256 MiB keeps a runaway client from exhausting memory.
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
-        .layer(axum::middleware::from_fn_with_state(faults.clone(), faults::apply));
+        .layer(axum::middleware::from_fn_with_state(
+            faults.clone(),
+            faults::apply,
+        ));
     let served = tokio::spawn(
         axum::serve(listener, router)
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );
-    Ok(SimHandle { addr, faults, sutro, stop, served })
+    Ok(SimHandle {
+        addr,
+        faults,
+        sutro,
+        stop,
+        served,
+    })
 }
 
 impl SimHandle {
@@ -193,7 +202,10 @@ impl SimHandle {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let mut served = self.served;
-        if tokio::time::timeout(Duration::from_secs(1), &mut served).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), &mut served)
+            .await
+            .is_err()
+        {
             served.abort();
         }
     }

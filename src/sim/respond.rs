@@ -54,10 +54,11 @@ pub fn xai_error(status: StatusCode, message: impl Into<String>) -> Response {
 /// The canonical gRPC status text xAI's transcoder puts in `code`.
 fn grpc_description(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 | 422 => "Client specified an invalid argument",
+        400 | 415 | 422 => "Client specified an invalid argument",
         401 => "The request does not have valid authentication credentials for the operation",
         403 => "The caller does not have permission to execute the specified operation",
         404 => "Some requested entity was not found",
+        405 => "The operation is not implemented or is not supported/enabled in this service",
         409 => "The operation was aborted",
         412 => "The system is not in a state required for the operation's execution",
         429 => "Some resource has been exhausted",
@@ -73,30 +74,36 @@ pub async fn no_route(uri: axum::http::Uri) -> Response {
     Upstream::of_path(uri.path()).error(StatusCode::NOT_FOUND, "Not Found")
 }
 
-/// The credential in `Authorization: <scheme> <credential>`, for any scheme.
-fn credential(headers: &HeaderMap) -> Option<&str> {
+/// The credential in `Authorization: <scheme> <credential>`, if the scheme is one of `schemes`.
+fn credential<'h>(headers: &'h HeaderMap, schemes: &[&str]) -> Option<&'h str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (_scheme, credential) = value.trim().split_once(' ')?;
-    Some(credential.trim())
+    let (scheme, credential) = value.trim().split_once(' ')?;
+    schemes
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme))
+        .then(|| credential.trim())
 }
 
-/// Sutro's check: `Key <key>` (older SDKs sent `Bearer`, which is accepted too).
+/// Sutro's check: `Key <key>` (SDKs before April 2025 sent `Bearer`, accepted too).
 pub fn sutro_auth(headers: &HeaderMap) -> Result<(), Response> {
-    match credential(headers) {
+    match credential(headers, &["Key", "Bearer"]) {
         Some(DEMO_API_KEY) => Ok(()),
         Some(_) => Err(sutro_error(StatusCode::UNAUTHORIZED, "Invalid API key")),
         None => Err(sutro_error(StatusCode::UNAUTHORIZED, "Missing API key")),
     }
 }
 
-/// xAI's check: a missing header is 401, a wrong key is 400 "Incorrect API key", and
-/// the key is shown only by its first and last two characters, as xAI does.
+/// xAI's check: a missing header (or not `Bearer`) is 401, a wrong key is 400 "Incorrect
+/// API key", and the key is shown only by its first and last two characters, as xAI does.
 pub fn xai_auth(headers: &HeaderMap) -> Result<(), Response> {
-    match credential(headers) {
+    match credential(headers, &["Bearer"]) {
         Some(XAI_DEMO_API_KEY) => Ok(()),
         Some(key) => Err(xai_error(
             StatusCode::BAD_REQUEST,
-            format!("Incorrect API key provided: {}. You can obtain an API key from the console.", mask(key)),
+            format!(
+                "Incorrect API key provided: {}. You can obtain an API key from the console.",
+                mask(key)
+            ),
         )),
         None => Err(xai_error(
             StatusCode::UNAUTHORIZED,

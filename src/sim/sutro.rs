@@ -15,10 +15,10 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use super::sutro_jobs::JobOutcome;
 use super::SimConfig;
 use super::respond::{sutro_auth, sutro_error, sutro_validation_error};
 use super::sutro_create::parse_create;
+pub use super::sutro_jobs::JobOutcome;
 use super::sutro_jobs::{Job, Status, Timing};
 
 /// What Sutro's retired shared host answers (the SDK turns exactly this into a
@@ -48,11 +48,19 @@ type Sim = State<Arc<SutroSim>>;
 impl SutroSim {
     pub fn new(config: SimConfig, addr: SocketAddr, stop: CancellationToken) -> Arc<Self> {
         let timing = Timing::from_config(&config);
-        Arc::new(Self { config, timing, addr, stop, jobs: Mutex::default() })
+        Arc::new(Self {
+            config,
+            timing,
+            addr,
+            stop,
+            jobs: Mutex::default(),
+        })
     }
 
     fn jobs(&self) -> MutexGuard<'_, Jobs> {
-        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A copy of the job (cheap: the submission is shared), or Sutro's 404.
@@ -97,7 +105,10 @@ pub fn routes(sim: Arc<SutroSim>) -> Router {
         "/stream-job-progress/{job_id}",
         "/try-authentication",
     ] {
-        router = router.route(path, any(|| async { sutro_error(StatusCode::GONE, RETIRED_HOST_DETAIL) }));
+        router = router.route(
+            path,
+            any(|| async { sutro_error(StatusCode::GONE, RETIRED_HOST_DETAIL) }),
+        );
     }
     router.with_state(sim)
 }
@@ -129,7 +140,11 @@ async fn job_status(State(sim): Sim, headers: HeaderMap, Path(job_id): Path<Stri
     };
     let snapshot = job.snapshot(Instant::now());
     let failure = job.failure_reason(&snapshot);
-    let metadata = if failure.is_null() { Value::Null } else { json!({ "failure_reason": failure }) };
+    let metadata = if failure.is_null() {
+        Value::Null
+    } else {
+        json!({ "failure_reason": failure })
+    };
     Json(json!({
         "message": format!("Job status with job_id {job_id} retrieved."),
         "job_status": { job_id: snapshot.status.as_str() },
@@ -145,7 +160,11 @@ async fn get_job(State(sim): Sim, headers: HeaderMap, Path(job_id): Path<String>
     match sim.job(&job_id) {
         Ok(job) => Json(json!({ "job": job.to_json(Instant::now()) })).into_response(),
         // The fetch-job page documents a `message` body for its 404.
-        Err(_) => (StatusCode::NOT_FOUND, Json(json!({ "message": format!("Job {job_id} not found") }))).into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": format!("Job {job_id} not found") })),
+        )
+            .into_response(),
     }
 }
 
@@ -155,7 +174,11 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list_jobs(State(sim): Sim, headers: HeaderMap, Query(query): Query<ListQuery>) -> Response {
+async fn list_jobs(
+    State(sim): Sim,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Response {
     if let Err(denied) = sutro_auth(&headers) {
         return denied;
     }
@@ -168,7 +191,12 @@ async fn list_jobs(State(sim): Sim, headers: HeaderMap, Query(query): Query<List
     };
     let limit = match limit.parse::<usize>() {
         Ok(n) if (1..=100).contains(&n) => n,
-        _ => return sutro_validation_error(&["query", "limit"], "Input should be between 1 and 100"),
+        _ => {
+            return sutro_validation_error(
+                &["query", "limit"],
+                "Input should be between 1 and 100",
+            );
+        }
     };
     // The cursor is the position (from the oldest job) where the next page starts,
     // so pages stay stable while new jobs are created.
@@ -219,8 +247,12 @@ async fn job_results(State(sim): Sim, headers: HeaderMap, body: Bytes) -> Respon
     if let Err(refused) = require_results(&job) {
         return refused;
     }
-    let results = job.results(body.include_inputs.unwrap_or(false), body.include_cumulative_logprobs.unwrap_or(false));
-    Json(json!({ "results": results, "message": format!("Results for job {job_id} retrieved.") })).into_response()
+    let results = job.results(
+        body.include_inputs.unwrap_or(false),
+        body.include_cumulative_logprobs.unwrap_or(false),
+    );
+    Json(json!({ "results": results, "message": format!("Results for job {job_id} retrieved.") }))
+        .into_response()
 }
 
 /// Results exist only for a job that SUCCEEDED (409 otherwise, as results-url documents).
@@ -229,11 +261,18 @@ fn require_results(job: &Job) -> Result<(), Response> {
     if status != Status::Succeeded {
         return Err(sutro_error(
             StatusCode::CONFLICT,
-            format!("Job {} is {}; results are available once it has SUCCEEDED.", job.id, status.as_str()),
+            format!(
+                "Job {} is {}; results are available once it has SUCCEEDED.",
+                job.id,
+                status.as_str()
+            ),
         ));
     }
     if job.submission.cost_estimate {
-        return Err(sutro_error(StatusCode::CONFLICT, format!("Job {} is a cost estimate; it has no results.", job.id)));
+        return Err(sutro_error(
+            StatusCode::CONFLICT,
+            format!("Job {} is a cost estimate; it has no results.", job.id),
+        ));
     }
     Ok(())
 }
@@ -260,11 +299,17 @@ async fn results_url(
     };
     let format = query.format.unwrap_or_else(|| "parquet".into());
     if format != "parquet" {
-        return sutro_error(StatusCode::BAD_REQUEST, format!("Unsupported format '{format}': only 'parquet' is available"));
+        return sutro_error(
+            StatusCode::BAD_REQUEST,
+            format!("Unsupported format '{format}': only 'parquet' is available"),
+        );
     }
     let expires = query.expires_in_seconds.unwrap_or(3600);
     if !(1..=604_800).contains(&expires) {
-        return sutro_validation_error(&["query", "expires_in_seconds"], "Input should be between 1 and 604800");
+        return sutro_validation_error(
+            &["query", "expires_in_seconds"],
+            "Input should be between 1 and 604800",
+        );
     }
     let job = match sim.job(&job_id) {
         Ok(job) => job,
@@ -273,11 +318,20 @@ async fn results_url(
     if let Err(refused) = require_results(&job) {
         return refused;
     }
-    let (inputs, logprobs) = (query.include_inputs.unwrap_or(false), query.include_cumulative_logprobs.unwrap_or(false));
-    let filename = format!("sutro-results~{job_id}~inputs={}~logprobs={}.parquet", inputs as u8, logprobs as u8);
+    let (inputs, logprobs) = (
+        query.include_inputs.unwrap_or(false),
+        query.include_cumulative_logprobs.unwrap_or(false),
+    );
+    let filename = format!(
+        "sutro-results~{job_id}~inputs={}~logprobs={}.parquet",
+        inputs as u8, logprobs as u8
+    );
     let key = format!("jobs/{job_id}/{filename}");
     let signature = uuid::Uuid::new_v4().simple().to_string();
-    let url = format!("http://{}/r2/sutro-data/{key}?X-Amz-Expires={expires}&X-Amz-Signature={signature}", sim.addr);
+    let url = format!(
+        "http://{}/r2/sutro-data/{key}?X-Amz-Expires={expires}&X-Amz-Signature={signature}",
+        sim.addr
+    );
     // A rough Parquet size: what the rows would take compressed.
     let size_bytes = 512 + job.rows() as u64 * (48 + 32 * inputs as u64);
     Json(json!({
@@ -338,7 +392,11 @@ async fn try_authentication(headers: HeaderMap) -> Response {
 
 /// `stream-job-progress`: NDJSON `progress`, `tokens` and `heartbeat` lines, ending when
 /// the job is final. There is no "done" line, as in the real stream.
-async fn stream_progress(State(sim): Sim, headers: HeaderMap, Path(job_id): Path<String>) -> Response {
+async fn stream_progress(
+    State(sim): Sim,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Response {
     if let Err(refused) = sutro_auth(&headers).and_then(|()| sim.job(&job_id).map(drop)) {
         return refused;
     }
@@ -375,7 +433,11 @@ async fn stream_progress(State(sim): Sim, headers: HeaderMap, Path(job_id): Path
             }
         }
     };
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 fn ndjson(value: Value) -> Bytes {

@@ -150,11 +150,16 @@ impl Job {
 
     /// A cost estimate reads a sample and does not process the rows.
     fn rows_to_run(&self) -> usize {
-        if self.submission.cost_estimate { 0 } else { self.rows() }
+        if self.submission.cost_estimate {
+            0
+        } else {
+            self.rows()
+        }
     }
 
     fn run_end(&self) -> Instant {
-        self.run_start() + Duration::from_secs_f64(self.rows_to_run() as f64 / self.timing.rows_per_second)
+        self.run_start()
+            + Duration::from_secs_f64(self.rows_to_run() as f64 / self.timing.rows_per_second)
     }
 
     fn final_at(&self) -> Instant {
@@ -176,7 +181,9 @@ impl Job {
     pub fn snapshot(&self, now: Instant) -> Snapshot {
         let started = self.created + self.timing.queue;
         let (status, frozen_at, completed) = match self.cancelled {
-            Some(at) if now >= at + self.timing.cancel => (Status::Cancelled, at, Some(at + self.timing.cancel)),
+            Some(at) if now >= at + self.timing.cancel => {
+                (Status::Cancelled, at, Some(at + self.timing.cancel))
+            }
             Some(at) => (Status::Cancelling, at, None),
             None if now < started => (Status::Queued, now, None),
             None if now < self.run_start() => (Status::Starting, now, None),
@@ -187,7 +194,13 @@ impl Job {
             },
         };
         let rows_done = self.rows_at(frozen_at);
-        let tokens = |sums: &[u64]| if rows_done == 0 { 0 } else { sums[rows_done - 1] };
+        let tokens = |sums: &[u64]| {
+            if rows_done == 0 {
+                0
+            } else {
+                sums[rows_done - 1]
+            }
+        };
         Snapshot {
             status,
             rows_done,
@@ -201,7 +214,8 @@ impl Job {
     /// Tokens per second while running: the rate the rows are processed at.
     pub fn tokens_per_second(&self) -> f64 {
         let rows = self.rows().max(1) as f64;
-        let total = self.input_tokens.last().copied().unwrap_or(0) + self.output_tokens.last().copied().unwrap_or(0);
+        let total = self.input_tokens.last().copied().unwrap_or(0)
+            + self.output_tokens.last().copied().unwrap_or(0);
         total as f64 / rows * self.timing.rows_per_second
     }
 
@@ -215,7 +229,8 @@ impl Job {
     }
 
     fn time(&self, at: Instant) -> String {
-        let wall = self.created_wall + chrono::Duration::from_std(at - self.created).unwrap_or_default();
+        let wall =
+            self.created_wall + chrono::Duration::from_std(at - self.created).unwrap_or_default();
         wall.to_rfc3339_opts(SecondsFormat::Micros, false)
     }
 
@@ -224,9 +239,13 @@ impl Job {
         let s = self.snapshot(now);
         let sub = &self.submission;
         let usd = |input: u64, output: u64| (input as f64 * 0.05 + output as f64 * 0.2) / 1e6;
-        let totals = (self.input_tokens.last().copied().unwrap_or(0), self.output_tokens.last().copied().unwrap_or(0));
+        let totals = (
+            self.input_tokens.last().copied().unwrap_or(0),
+            self.output_tokens.last().copied().unwrap_or(0),
+        );
         let cost_estimate = sub.cost_estimate.then(|| usd(totals.0, totals.1));
-        let job_cost = (s.status.is_final() && !sub.cost_estimate).then(|| usd(s.input_tokens, s.output_tokens));
+        let job_cost = (s.status.is_final() && !sub.cost_estimate)
+            .then(|| usd(s.input_tokens, s.output_tokens));
         let counted = |n: u64| s.started.map(|_| n);
         json!({
             "job_id": self.id,
@@ -257,7 +276,11 @@ impl Job {
     pub fn results(&self, include_inputs: bool, include_logprobs: bool) -> Value {
         let sub = &self.submission;
         let mut columns = Map::new();
-        let outputs = sub.inputs.iter().enumerate().map(|(i, input)| Value::String(output_text(sub, i, input)));
+        let outputs = sub
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| Value::String(output_text(sub, i, input)));
         columns.insert("outputs".into(), outputs.collect());
         if include_inputs {
             columns.insert("inputs".into(), Value::Array(sub.inputs.clone()));
@@ -327,7 +350,13 @@ mod tests {
 
     #[test]
     fn a_job_moves_through_its_phases_and_rows_never_exceed_the_total() {
-        let config = SimConfig { queue_ms: 100, start_ms: 100, rows_per_second: 10.0, finalize_ms: 100, ..SimConfig::fast() };
+        let config = SimConfig {
+            queue_ms: 100,
+            start_ms: 100,
+            rows_per_second: 10.0,
+            finalize_ms: 100,
+            ..SimConfig::fast()
+        };
         let job = job(10, &config);
         let at = |ms: u64| job.snapshot(job.created + Duration::from_millis(ms));
         assert_eq!(at(50).status, Status::Queued);
@@ -336,26 +365,49 @@ mod tests {
         assert_eq!((running.status, running.rows_done), (Status::Running, 5));
         assert!(running.output_tokens > 0 && running.input_tokens > 0);
         // Every row done, the status not final yet: result finalization.
-        assert_eq!((at(1_250).status, at(1_250).rows_done), (Status::Running, 10));
-        assert_eq!((at(1_350).status, at(1_350).rows_done), (Status::Succeeded, 10));
+        assert_eq!(
+            (at(1_250).status, at(1_250).rows_done),
+            (Status::Running, 10)
+        );
+        assert_eq!(
+            (at(1_350).status, at(1_350).rows_done),
+            (Status::Succeeded, 10)
+        );
     }
 
     #[test]
     fn a_cancel_freezes_rows_and_passes_through_cancelling() {
-        let config = SimConfig { queue_ms: 0, start_ms: 0, rows_per_second: 10.0, cancel_ms: 100, ..SimConfig::fast() };
+        let config = SimConfig {
+            queue_ms: 0,
+            start_ms: 0,
+            rows_per_second: 10.0,
+            cancel_ms: 100,
+            ..SimConfig::fast()
+        };
         let mut job = job(10, &config);
         job.cancel(job.created + Duration::from_millis(300));
         let at = |ms: u64| job.snapshot(job.created + Duration::from_millis(ms));
         assert_eq!((at(350).status, at(350).rows_done), (Status::Cancelling, 3));
-        assert_eq!((at(5_000).status, at(5_000).rows_done), (Status::Cancelled, 3));
+        assert_eq!(
+            (at(5_000).status, at(5_000).rows_done),
+            (Status::Cancelled, 3)
+        );
     }
 
     #[test]
     fn results_are_columns_in_input_order() {
         let job = job(3, &SimConfig::fast());
         let results = job.results(true, true);
-        assert_eq!(results["inputs"], json!(["prompt 0", "prompt 1", "prompt 2"]));
-        assert!(results["outputs"][2].as_str().unwrap().ends_with("to: prompt 2"));
+        assert_eq!(
+            results["inputs"],
+            json!(["prompt 0", "prompt 1", "prompt 2"])
+        );
+        assert!(
+            results["outputs"][2]
+                .as_str()
+                .unwrap()
+                .ends_with("to: prompt 2")
+        );
         assert_eq!(results["cumulative_logprobs"].as_array().unwrap().len(), 3);
         assert!(results.get("confidence_score").is_none());
     }

@@ -233,7 +233,10 @@ mod tests {
 
     fn gone(message: &str) -> Error {
         Error::Upstream(UpstreamFailure {
-            upstream: UpstreamId { provider: "sutro", host: "api.sutro.sh".into() },
+            upstream: UpstreamId {
+                provider: "sutro",
+                host: "api.sutro.sh".into(),
+            },
             status: 410,
             message: message.into(),
             retry_after: None,
@@ -244,8 +247,13 @@ mod tests {
 
     #[test]
     fn the_retired_hosts_410_says_what_to_do_and_other_410s_are_kept() {
-        let explained = explain_retired_host(gone("Direct Sutro Batch API access is no longer supported by the Sutro SDK."));
-        assert!(explained.to_string().contains("BATCHGATE_SUTRO_BASE_URL"), "{explained}");
+        let explained = explain_retired_host(gone(
+            "Direct Sutro Batch API access is no longer supported by the Sutro SDK.",
+        ));
+        assert!(
+            explained.to_string().contains("BATCHGATE_SUTRO_BASE_URL"),
+            "{explained}"
+        );
         assert_eq!(explained.code(), tonic::Code::FailedPrecondition);
         let kept = explain_retired_host(gone("This job is no longer available."));
         assert!(!kept.to_string().contains("BATCHGATE_SUTRO_BASE_URL"));

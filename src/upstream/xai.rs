@@ -45,20 +45,39 @@ impl XaiClient {
     }
 
     /// `GET /v1/batches?limit&pagination_token`.
-    pub async fn list_batches(&self, limit: u32, token: Option<&str>, ctx: &CallContext) -> Result<Reply<BatchPage>> {
-        self.call(&paged(Call::get(["batches"]), limit, token), ctx).await
+    pub async fn list_batches(
+        &self,
+        limit: u32,
+        token: Option<&str>,
+        ctx: &CallContext,
+    ) -> Result<Reply<BatchPage>> {
+        self.call(&paged(Call::get(["batches"]), limit, token), ctx)
+            .await
     }
 
     /// `POST /v1/batches/{id}:cancel`: cancelling twice is harmless, so it is retried.
     pub async fn cancel_batch(&self, batch_id: &str, ctx: &CallContext) -> Result<Reply<XaiBatch>> {
-        let call = Call::post(["batches".to_owned(), format!("{batch_id}:cancel")], json!({})).idempotent();
+        let call = Call::post(
+            ["batches".to_owned(), format!("{batch_id}:cancel")],
+            json!({}),
+        )
+        .idempotent();
         self.call(&call, ctx).await
     }
 
     /// `POST /v1/batches/{id}/requests`. Every request must carry its id: re-adding
     /// an id with the same content is a no-op upstream, which makes this safe to retry.
-    pub async fn add_requests(&self, batch_id: &str, requests: Vec<Value>, ctx: &CallContext) -> Result<Reply<Value>> {
-        let call = Call::post(["batches", batch_id, "requests"], json!({ "batch_requests": requests })).idempotent();
+    pub async fn add_requests(
+        &self,
+        batch_id: &str,
+        requests: Vec<Value>,
+        ctx: &CallContext,
+    ) -> Result<Reply<Value>> {
+        let call = Call::post(
+            ["batches", batch_id, "requests"],
+            json!({ "batch_requests": requests }),
+        )
+        .idempotent();
         self.call(&call, ctx).await.map_err(|error| match error {
             // A batch that was cancelled, or sealed as file-based, takes no more
             // requests: the caller's precondition, not a permission problem.
@@ -78,8 +97,11 @@ impl XaiClient {
         token: Option<&str>,
         ctx: &CallContext,
     ) -> Result<Reply<RequestMetadataPage>> {
-        self.call(&paged(Call::get(["batches", batch_id, "requests"]), limit, token), ctx)
-            .await
+        self.call(
+            &paged(Call::get(["batches", batch_id, "requests"]), limit, token),
+            ctx,
+        )
+        .await
     }
 
     /// `GET /v1/batches/{id}/results?limit&pagination_token`.
@@ -90,11 +112,18 @@ impl XaiClient {
         token: Option<&str>,
         ctx: &CallContext,
     ) -> Result<Reply<ResultPage>> {
-        self.call(&paged(Call::get(["batches", batch_id, "results"]), limit, token), ctx)
-            .await
+        self.call(
+            &paged(Call::get(["batches", batch_id, "results"]), limit, token),
+            ctx,
+        )
+        .await
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(&self, call: &Call, ctx: &CallContext) -> Result<Reply<T>> {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        call: &Call,
+        ctx: &CallContext,
+    ) -> Result<Reply<T>> {
         self.http.json(call, ctx).await.map_err(classify)
     }
 }
@@ -111,7 +140,11 @@ fn paged(call: Call, limit: u32, token: Option<&str>) -> Call {
 fn classify(error: Error) -> Error {
     match error {
         Error::Upstream(mut failure)
-            if failure.status == 400 && failure.message.to_ascii_lowercase().contains("incorrect api key") =>
+            if failure.status == 400
+                && failure
+                    .message
+                    .to_ascii_lowercase()
+                    .contains("incorrect api key") =>
         {
             failure.meaning = Some(Code::Unauthenticated);
             Error::Upstream(failure)

@@ -42,7 +42,10 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(SimConfig::fast(), |_| {}).await
 }
 
-pub async fn spawn_app_with(sim_config: SimConfig, tweak: impl FnOnce(&mut ConfigLayer)) -> TestApp {
+pub async fn spawn_app_with(
+    sim_config: SimConfig,
+    tweak: impl FnOnce(&mut ConfigLayer),
+) -> TestApp {
     init_logs();
     let sim = sim::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -55,7 +58,13 @@ pub async fn spawn_app_with(sim_config: SimConfig, tweak: impl FnOnce(&mut Confi
     let channel = connect(addr).await;
     let jobs = JobServiceClient::new(channel.clone()).max_decoding_message_size(4 * 1024 * 1024);
     let batches = BatchServiceClient::new(channel).max_decoding_message_size(4 * 1024 * 1024);
-    TestApp { app: Some(app), sim, addr, jobs, batches }
+    TestApp {
+        app: Some(app),
+        sim,
+        addr,
+        jobs,
+        batches,
+    }
 }
 
 pub async fn connect(addr: SocketAddr) -> Channel {
@@ -80,9 +89,10 @@ fn init_logs() {
 /// A request carrying `authorization` metadata.
 pub fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Key {key}").parse().expect("ascii key"));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Key {key}").parse().expect("ascii key"),
+    );
     request
 }
 

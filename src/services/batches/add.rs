@@ -49,7 +49,12 @@ pub fn plan(request: &AddBatchRequestsRequest, max_bytes: usize, max_requests: u
     }
     // Separator plus the item's JSON.
     let size_of = |item: &Value| serde_json::to_vec(item).map_or(0, |v| v.len()) + 1;
-    let chunks = chunk_by(items, size_of, max_bytes.saturating_sub(ENVELOPE_BYTES), max_requests);
+    let chunks = chunk_by(
+        items,
+        size_of,
+        max_bytes.saturating_sub(ENVELOPE_BYTES),
+        max_requests,
+    );
     AddPlan { ids, chunks }
 }
 
@@ -104,14 +109,24 @@ mod tests {
     fn ids_are_stable_for_a_retried_call_and_distinct_within_it() {
         let request = AddBatchRequestsRequest {
             batch_id: "batch_1".into(),
-            batch_requests: vec![chat("a"), chat("a"), BatchRequest { batch_request_id: Some("mine".into()), ..chat("b") }],
+            batch_requests: vec![
+                chat("a"),
+                chat("a"),
+                BatchRequest {
+                    batch_request_id: Some("mine".into()),
+                    ..chat("b")
+                },
+            ],
         };
         let first = plan(&request, 1 << 20, 1000);
         let again = plan(&request, 1 << 20, 1000);
         assert_eq!(first.ids, again.ids);
         assert_ne!(first.ids[0], first.ids[1]);
         assert_eq!(first.ids[2], "mine");
-        let other = AddBatchRequestsRequest { batch_id: "batch_2".into(), ..request };
+        let other = AddBatchRequestsRequest {
+            batch_id: "batch_2".into(),
+            ..request
+        };
         assert_ne!(plan(&other, 1 << 20, 1000).ids[0], first.ids[0]);
     }
 
@@ -122,14 +137,24 @@ mod tests {
             batch_requests: (0..250).map(|i| chat(&format!("prompt {i}"))).collect(),
         };
         let by_count = plan(&request, 1 << 20, 100);
-        assert_eq!(by_count.chunks.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
+        assert_eq!(
+            by_count.chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            [100, 100, 50]
+        );
         let by_bytes = plan(&request, 4096, 1000);
         assert!(by_bytes.chunks.len() > 3);
         for chunk in &by_bytes.chunks {
-            let bytes = serde_json::to_vec(&serde_json::json!({ "batch_requests": chunk })).unwrap().len();
+            let bytes = serde_json::to_vec(&serde_json::json!({ "batch_requests": chunk }))
+                .unwrap()
+                .len();
             assert!(bytes <= 4096, "{bytes}");
         }
-        let flat: Vec<_> = by_bytes.chunks.concat().iter().map(|v| v["batch_request_id"].as_str().unwrap().to_owned()).collect();
+        let flat: Vec<_> = by_bytes
+            .chunks
+            .concat()
+            .iter()
+            .map(|v| v["batch_request_id"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(flat, by_bytes.ids);
     }
 }

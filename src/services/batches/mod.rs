@@ -61,12 +61,20 @@ impl BatchesService {
     }
 
     fn context<T>(&self, request: &Request<T>) -> Result<CallContext> {
-        CallContext::from_metadata(request.metadata(), self.config.xai_api_key.as_ref(), self.config.upstream_timeout)
+        CallContext::from_metadata(
+            request.metadata(),
+            self.config.xai_api_key.as_ref(),
+            self.config.upstream_timeout,
+        )
     }
 }
 
 fn page_size(requested: i32, default: u32) -> u32 {
-    if requested == 0 { default } else { requested as u32 }
+    if requested == 0 {
+        default
+    } else {
+        requested as u32
+    }
 }
 
 fn token(page_token: &str) -> Option<&str> {
@@ -75,35 +83,59 @@ fn token(page_token: &str) -> Option<&str> {
 
 #[tonic::async_trait]
 impl BatchService for BatchesService {
-    async fn create_batch(&self, request: Request<pb::CreateBatchRequest>) -> Result<Response<pb::Batch>, Status> {
+    async fn create_batch(
+        &self,
+        request: Request<pb::CreateBatchRequest>,
+    ) -> Result<Response<pb::Batch>, Status> {
         let ctx = self.context(&request)?;
         let request = request.into_inner();
         validate::create_batch(&request)?;
         if request.request_id.is_empty() {
-            let reply = self.xai.create_batch(&request.name, request.input_file_id.as_deref(), &ctx).await?;
-            return Ok(respond(batch_to_proto(reply.body), reply.request_id.as_deref()));
+            let reply = self
+                .xai
+                .create_batch(&request.name, request.input_file_id.as_deref(), &ctx)
+                .await?;
+            return Ok(respond(
+                batch_to_proto(reply.body),
+                reply.request_id.as_deref(),
+            ));
         }
         let key = idempotency::key("xai", &ctx.caller.tenant, &request.request_id);
         let fingerprint = idempotency::fingerprint(
-            &pb::CreateBatchRequest { request_id: String::new(), ..request.clone() }.encode_to_vec(),
+            &pb::CreateBatchRequest {
+                request_id: String::new(),
+                ..request.clone()
+            }
+            .encode_to_vec(),
         );
         let (xai, create_ctx) = (self.xai.clone(), ctx.clone());
         let create = Box::pin(async move {
-            let reply = xai.create_batch(&request.name, request.input_file_id.as_deref(), &create_ctx).await?;
+            let reply = xai
+                .create_batch(&request.name, request.input_file_id.as_deref(), &create_ctx)
+                .await?;
             Ok(reply.body.batch_id)
         });
         let outcome = self.idempotency.run_once(key, fingerprint, create).await?;
         // Answer with the batch as it is now, whether just created or replayed.
         let reply = self.xai.batch(&outcome.id, &ctx).await?;
-        Ok(respond(batch_to_proto(reply.body), reply.request_id.as_deref()))
+        Ok(respond(
+            batch_to_proto(reply.body),
+            reply.request_id.as_deref(),
+        ))
     }
 
-    async fn get_batch(&self, request: Request<pb::GetBatchRequest>) -> Result<Response<pb::Batch>, Status> {
+    async fn get_batch(
+        &self,
+        request: Request<pb::GetBatchRequest>,
+    ) -> Result<Response<pb::Batch>, Status> {
         let ctx = self.context(&request)?;
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
         let reply = self.xai.batch(&batch_id, &ctx).await?;
-        Ok(respond(batch_to_proto(reply.body), reply.request_id.as_deref()))
+        Ok(respond(
+            batch_to_proto(reply.body),
+            reply.request_id.as_deref(),
+        ))
     }
 
     async fn list_batches(
@@ -115,7 +147,11 @@ impl BatchService for BatchesService {
         validate::list_batches(&request)?;
         let reply = self
             .xai
-            .list_batches(page_size(request.page_size, 100), token(&request.page_token), &ctx)
+            .list_batches(
+                page_size(request.page_size, 100),
+                token(&request.page_token),
+                &ctx,
+            )
             .await?;
         Ok(respond(
             pb::ListBatchesResponse {
@@ -126,12 +162,18 @@ impl BatchService for BatchesService {
         ))
     }
 
-    async fn cancel_batch(&self, request: Request<pb::CancelBatchRequest>) -> Result<Response<pb::Batch>, Status> {
+    async fn cancel_batch(
+        &self,
+        request: Request<pb::CancelBatchRequest>,
+    ) -> Result<Response<pb::Batch>, Status> {
         let ctx = self.context(&request)?;
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
         let reply = self.xai.cancel_batch(&batch_id, &ctx).await?;
-        Ok(respond(batch_to_proto(reply.body), reply.request_id.as_deref()))
+        Ok(respond(
+            batch_to_proto(reply.body),
+            reply.request_id.as_deref(),
+        ))
     }
 
     async fn add_batch_requests(
@@ -141,7 +183,11 @@ impl BatchService for BatchesService {
         let ctx = self.context(&request)?;
         let request = request.into_inner();
         validate::add_requests(&request)?;
-        let plan = add::plan(&request, self.config.xai_add_chunk_bytes, self.config.xai_add_chunk_requests);
+        let plan = add::plan(
+            &request,
+            self.config.xai_add_chunk_bytes,
+            self.config.xai_add_chunk_requests,
+        );
         let reply = add::execute(&self.xai, &request.batch_id, plan, &ctx).await?;
         Ok(Response::new(reply))
     }
@@ -156,7 +202,12 @@ impl BatchService for BatchesService {
         let wanted: HashSet<i32> = request.states.iter().copied().collect();
         let reply = self
             .xai
-            .list_request_metadata(&request.batch_id, page_size(request.page_size, 100), token(&request.page_token), &ctx)
+            .list_request_metadata(
+                &request.batch_id,
+                page_size(request.page_size, 100),
+                token(&request.page_token),
+                &ctx,
+            )
             .await?;
         let batch_request_metadata = reply
             .body
@@ -183,11 +234,21 @@ impl BatchService for BatchesService {
         validate::page(&request.batch_id, request.page_size, &request.page_token)?;
         let reply = self
             .xai
-            .list_results(&request.batch_id, page_size(request.page_size, 100), token(&request.page_token), &ctx)
+            .list_results(
+                &request.batch_id,
+                page_size(request.page_size, 100),
+                token(&request.page_token),
+                &ctx,
+            )
             .await?;
         Ok(respond(
             pb::ListBatchResultsResponse {
-                results: reply.body.results.into_iter().map(result_to_proto).collect(),
+                results: reply
+                    .body
+                    .results
+                    .into_iter()
+                    .map(result_to_proto)
+                    .collect(),
                 next_page_token: next_token(reply.body.pagination_token),
             },
             reply.request_id.as_deref(),
@@ -205,8 +266,16 @@ impl BatchService for BatchesService {
         validate::stream_results(&request)?;
         let limit = page_size(request.upstream_page_size, 1000);
         // The first page is read before answering, so a bad id fails the call itself.
-        let first = self.xai.list_results(&request.batch_id, limit, None, &ctx).await?.body;
-        let (xai, batch_id, chunk_bytes) = (self.xai.clone(), request.batch_id, self.config.results_chunk_bytes);
+        let first = self
+            .xai
+            .list_results(&request.batch_id, limit, None, &ctx)
+            .await?
+            .body;
+        let (xai, batch_id, chunk_bytes) = (
+            self.xai.clone(),
+            request.batch_id,
+            self.config.results_chunk_bytes,
+        );
         let call_timeout = self.config.upstream_timeout;
         let stream = async_stream::try_stream! {
             let mut seen = HashSet::new();
@@ -250,9 +319,17 @@ impl BatchService for BatchesService {
         let xai = self.xai.clone();
         let mut rx = self
             .watches
-            .subscribe(&key, WatchState::Connecting, move |tx| poll_batch(xai, ctx, batch_id, timing, tx));
+            .subscribe(&key, WatchState::Connecting, move |tx| {
+                poll_batch(xai, ctx, batch_id, timing, tx)
+            });
         first_state(&mut rx).await?;
-        let stream = watcher_stream(rx, timing.heartbeat, self.shutdown.clone(), "WatchBatch", watch_message);
+        let stream = watcher_stream(
+            rx,
+            timing.heartbeat,
+            self.shutdown.clone(),
+            "WatchBatch",
+            watch_message,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -75,7 +75,9 @@ pub fn result_to_proto(r: XaiResult) -> pb::BatchResult {
     let result = match r.batch_result {
         Value::Object(mut map) => match (map.remove("error"), map.remove("response")) {
             (Some(error), _) if !error.is_null() => Some(ResultKind::Error(error_text(error))),
-            (_, Some(Value::Object(response))) => Some(ResultKind::Response(response_to_proto(response))),
+            (_, Some(Value::Object(response))) => {
+                Some(ResultKind::Response(response_to_proto(response)))
+            }
             _ => None,
         },
         _ => None,
@@ -148,13 +150,18 @@ mod tests {
         });
         assert!(matches!(
             ok.result,
-            Some(ResultKind::Response(pb::BatchResponse { body: Some(ResponseBody::ChatGetCompletion(_)) }))
+            Some(ResultKind::Response(pb::BatchResponse {
+                body: Some(ResponseBody::ChatGetCompletion(_))
+            }))
         ));
         let failed = result_to_proto(XaiResult {
             batch_request_id: "r2".into(),
             batch_result: json!({"error": "Batch cancelled"}),
         });
-        assert_eq!(failed.result, Some(ResultKind::Error("Batch cancelled".into())));
+        assert_eq!(
+            failed.result,
+            Some(ResultKind::Error("Batch cancelled".into()))
+        );
     }
 
     #[test]

@@ -50,7 +50,11 @@ pub fn page(batch_id: &str, page_size: i32, page_token: &str) -> Result<()> {
 pub fn stream_results(request: &pb::StreamBatchResultsRequest) -> Result<()> {
     let mut v = Violations::new();
     v.id("batch_id", &request.batch_id);
-    v.page_size("upstream_page_size", request.upstream_page_size, MAX_PAGE_SIZE);
+    v.page_size(
+        "upstream_page_size",
+        request.upstream_page_size,
+        MAX_PAGE_SIZE,
+    );
     v.finish()
 }
 
@@ -65,9 +69,15 @@ pub fn add_requests(request: &pb::AddBatchRequestsRequest) -> Result<()> {
         let field = format!("batch_requests[{i}]");
         if let Some(id) = &r.batch_request_id {
             if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
-                v.add(format!("{field}.batch_request_id"), format!("must be 1 to {MAX_ID_BYTES} bytes without control characters"));
+                v.add(
+                    format!("{field}.batch_request_id"),
+                    format!("must be 1 to {MAX_ID_BYTES} bytes without control characters"),
+                );
             } else if !seen.insert(id.as_str()) {
-                v.add(format!("{field}.batch_request_id"), format!("{id:?} appears more than once in this call"));
+                v.add(
+                    format!("{field}.batch_request_id"),
+                    format!("{id:?} appears more than once in this call"),
+                );
             }
         }
         match &r.body {

@@ -72,7 +72,9 @@ pub async fn poll_batch(
         }
         first = false;
         if started.elapsed() > timing.max {
-            let _ = tx.send(WatchState::Failed(Status::from(Error::DeadlineExceeded { upstream: None })));
+            let _ = tx.send(WatchState::Failed(Status::from(Error::DeadlineExceeded {
+                upstream: None,
+            })));
             return;
         }
         sleep(timing.poll).await;
@@ -113,18 +115,48 @@ mod tests {
     #[test]
     fn done_follows_xais_rule() {
         let now = ts(1_000);
-        let state = |requests, pending| Some(BatchState { num_requests: requests, num_pending: pending, ..Default::default() });
-        let empty = Batch { state: state(0, 0), ..Default::default() };
-        assert_eq!(done_reason(&empty, &now), DoneReason::Unspecified, "an empty open batch is not done");
-        let running = Batch { state: state(5, 2), ..Default::default() };
+        let state = |requests, pending| {
+            Some(BatchState {
+                num_requests: requests,
+                num_pending: pending,
+                ..Default::default()
+            })
+        };
+        let empty = Batch {
+            state: state(0, 0),
+            ..Default::default()
+        };
+        assert_eq!(
+            done_reason(&empty, &now),
+            DoneReason::Unspecified,
+            "an empty open batch is not done"
+        );
+        let running = Batch {
+            state: state(5, 2),
+            ..Default::default()
+        };
         assert_eq!(done_reason(&running, &now), DoneReason::Unspecified);
-        let finished = Batch { state: state(5, 0), ..Default::default() };
+        let finished = Batch {
+            state: state(5, 0),
+            ..Default::default()
+        };
         assert_eq!(done_reason(&finished, &now), DoneReason::Completed);
-        let cancelled = Batch { cancel_time: Some(ts(900)), state: state(5, 3), ..Default::default() };
+        let cancelled = Batch {
+            cancel_time: Some(ts(900)),
+            state: state(5, 3),
+            ..Default::default()
+        };
         assert_eq!(done_reason(&cancelled, &now), DoneReason::Cancelled);
-        let by_xai = Batch { cancel_by_xai_message: Some("bad file".into()), ..Default::default() };
+        let by_xai = Batch {
+            cancel_by_xai_message: Some("bad file".into()),
+            ..Default::default()
+        };
         assert_eq!(done_reason(&by_xai, &now), DoneReason::Cancelled);
-        let expired = Batch { expire_time: Some(ts(999)), state: state(5, 3), ..Default::default() };
+        let expired = Batch {
+            expire_time: Some(ts(999)),
+            state: state(5, 3),
+            ..Default::default()
+        };
         assert_eq!(done_reason(&expired, &now), DoneReason::Expired);
     }
 }

@@ -17,12 +17,12 @@ use crate::config::Config;
 use crate::context::CallContext;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
+use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
 use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
 use crate::services::respond;
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use results::ResultColumns;
 use translate::{create_body, failure_reason, job_to_proto, parse_status};
-use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
 use watch::{JobWatchHub, poll_job, watch_key, watch_message};
 
 /// A server stream of gRPC messages.

@@ -5,8 +5,8 @@ use prost::Message;
 use serde_json::{Map, Value};
 
 use crate::convert::json_to_value;
-use crate::services::chunking::{chunk_by, repeated_field_size};
 use crate::proto::sutro::v1::{GetJobResultsResponse, ResultRow};
+use crate::services::chunking::{chunk_by, repeated_field_size};
 
 /// Columns Sutro names itself; any other column is the job's id column.
 const KNOWN_COLUMNS: [&str; 4] = [
