@@ -427,3 +427,46 @@ async fn a_retried_create_with_a_request_id_makes_one_batch() {
     assert_eq!(first.batch_id, second.batch_id);
     assert_eq!(app.sim.calls("POST /v1/batches"), 1);
 }
+
+#[tokio::test]
+async fn a_changed_request_under_a_used_id_and_adds_to_a_file_batch_are_failed_preconditions() {
+    let mut app = spawn_app().await;
+    let batch_id = new_batch(&mut app, "ids").await;
+    add(
+        &mut app,
+        &batch_id,
+        vec![chat(Some("q1".into()), "first wording")],
+    )
+    .await
+    .unwrap();
+    let err = add(
+        &mut app,
+        &batch_id,
+        vec![chat(Some("q1".into()), "second wording")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("content differs"),
+        "{}",
+        err.message()
+    );
+
+    let file_batch = app
+        .batches
+        .create_batch(pb::CreateBatchRequest {
+            name: "from a file".into(),
+            input_file_id: Some("file-123".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(file_batch.input_file_id.as_deref(), Some("file-123"));
+    let err = add(&mut app, &file_batch.batch_id, vec![chat(None, "inline")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("file-based"), "{}", err.message());
+}

@@ -420,3 +420,43 @@ async fn a_retried_create_with_a_request_id_makes_one_job() {
         .into_inner();
     assert_ne!(other_tenant.job_id, again.job_id);
 }
+
+#[tokio::test]
+async fn a_cost_estimate_succeeds_with_an_estimate_and_no_results() {
+    let mut app = spawn_app().await;
+    let created = app
+        .jobs
+        .create_job(pb::CreateJobRequest {
+            cost_estimate: true,
+            ..create(&["how much", "would this cost"])
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for_status(&mut app, &created.job_id, pb::JobStatus::Succeeded).await;
+    let job = app
+        .jobs
+        .get_job(pb::GetJobRequest {
+            job_id: created.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(job.cost_estimate.is_some_and(|usd| usd > 0.0), "{job:?}");
+    assert_eq!(job.num_rows, Some(2));
+
+    let mut jobs = app.jobs.clone();
+    let results = async move {
+        let request = pb::GetJobResultsRequest {
+            job_id: created.job_id,
+            ..Default::default()
+        };
+        jobs.get_job_results(request)
+            .await?
+            .into_inner()
+            .message()
+            .await
+    };
+    let err = results.await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+}
