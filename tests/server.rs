@@ -6,10 +6,14 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use batchgate::proto::sutro::v1::{self as pb, job_service_client::JobServiceClient};
-use common::{connect, spawn_app};
+use batchgate::proto::xai::v1::{
+    ListBatchesRequest as BatchListRequest, batch_service_client::BatchServiceClient,
+};
+use common::{connect, spawn_app, with_key};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -95,10 +99,12 @@ async fn reflection_lists_both_services_in_v1_and_v1alpha() {
     );
 }
 
-/// `batchgate serve` as a child process on port 0, its address read from its log.
+/// `batchgate serve` as a child process on port 0, its address read from its log, which
+/// is kept for the test to read.
 struct Served {
     child: Child,
     addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Served {
@@ -109,23 +115,32 @@ impl Drop for Served {
 }
 
 fn serve(extra: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
+    serve_logging(extra, "info")
+}
+
+fn serve_logging(extra: &[&str], rust_log: &str) -> Served {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_batchgate"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(extra)
-        .env_remove("BATCHGATE_SUTRO_BASE_URL")
-        .env_remove("BATCHGATE_SUTRO_API_KEY")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("batchgate binary runs");
+        .stderr(Stdio::inherit());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("BATCHGATE_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command.spawn().expect("batchgate binary runs");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let log = Arc::new(Mutex::new(Vec::new()));
     let addr = loop {
         let line = lines
             .next()
             .expect("the server logs its address")
             .expect("utf-8 log");
+        log.lock().unwrap().push(line.clone());
         let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
@@ -138,8 +153,76 @@ fn serve(extra: &[&str]) -> Served {
         }
     };
     // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Served { child, addr }
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    Served { child, addr, log }
+}
+
+#[tokio::test]
+async fn keys_never_reach_the_log_or_the_caller() {
+    const MANAGED: &str = "sk_managed_secret_789";
+    const CALLER_SUTRO: &str = "sk_caller_secret_123";
+    const CALLER_XAI: &str = "xai-caller-secret-456";
+    let served = serve_logging(&["--sutro-api-key", MANAGED], "debug");
+    let channel = connect(served.addr).await;
+    let mut jobs = JobServiceClient::new(channel.clone());
+    let mut batches = BatchServiceClient::new(channel);
+
+    let mut errors = Vec::new();
+    // The configured key, which the simulator does not know.
+    errors.push(jobs.get_quotas(pb::GetQuotasRequest {}).await.unwrap_err());
+    let create = pb::CreateJobRequest {
+        model: "gpt-oss-20b".into(),
+        inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+            values: vec!["hi".into()],
+        })),
+        request_id: "secret-test".into(),
+        ..Default::default()
+    };
+    errors.push(
+        jobs.create_job(with_key(create, CALLER_SUTRO))
+            .await
+            .unwrap_err(),
+    );
+    errors.push(
+        jobs.watch_job(with_key(
+            pb::WatchJobRequest {
+                job_id: "job-1".into(),
+            },
+            CALLER_SUTRO,
+        ))
+        .await
+        .unwrap_err(),
+    );
+    let list = BatchListRequest::default();
+    errors.push(
+        batches
+            .list_batches(with_key(list, CALLER_XAI))
+            .await
+            .unwrap_err(),
+    );
+    for err in &errors {
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = served.log.lock().unwrap().join("\n");
+    assert!(log.contains("DEBUG"), "the test reads a debug log:\n{log}");
+    for secret in [MANAGED, CALLER_SUTRO, CALLER_XAI] {
+        assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
+        for err in &errors {
+            let details = String::from_utf8_lossy(err.details());
+            assert!(
+                !err.message().contains(secret) && !details.contains(secret),
+                "{err:?}"
+            );
+            assert!(!format!("{:?}", err.metadata()).contains(secret), "{err:?}");
+        }
+    }
 }
 
 #[tokio::test]
