@@ -37,37 +37,34 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryG
             .flatten_event(true)
             .boxed(),
     };
-    let (otel, provider) = match otlp_endpoint {
-        Some(endpoint) => {
-            use opentelemetry_otlp::WithExportConfig;
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()
-                .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
-            let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(
-                    opentelemetry_sdk::Resource::builder()
-                        .with_service_name("batchgate")
-                        .build(),
-                )
-                .build();
-            let tracer = provider.tracer("batchgate");
-            (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
-                Some(provider),
-            )
-        }
-        None => (None, None),
-    };
+    // The OpenTelemetry layer is installed even without an exporter: it is what gives
+    // spans a trace context, so a caller's `traceparent` still reaches the upstreams.
+    let mut provider = SdkTracerProvider::builder().with_resource(
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name("batchgate")
+            .build(),
+    );
+    if let Some(endpoint) = otlp_endpoint {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("batchgate"));
+    // `RUST_LOG` filters the log only: spans reach OpenTelemetry at `info` whatever
+    // the log shows.
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
+        .with(fmt.with_filter(filter))
+        .with(otel.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
         .try_init()
         .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+    })
 }
 
 /// Makes `span` a child of the W3C trace context in `headers`, if there is one.

@@ -99,6 +99,8 @@ pub struct Faults {
 struct Counters {
     calls: HashMap<String, u64>,
     dropped: HashMap<String, u64>,
+    /// The headers of each route's latest request, less `authorization`.
+    last_headers: HashMap<String, HeaderMap>,
     rules: Vec<FaultRule>,
 }
 
@@ -129,6 +131,12 @@ impl Faults {
         self.lock().calls.values().sum()
     }
 
+    pub fn last_header(&self, route: &str, name: &str) -> Option<String> {
+        let state = self.lock();
+        let value = state.last_headers.get(route)?.get(name)?;
+        value.to_str().ok().map(str::to_owned)
+    }
+
     pub fn inject(&self, rule: FaultRule) {
         self.lock().rules.push(rule);
     }
@@ -138,6 +146,9 @@ impl Faults {
     fn admit(&self, route: &str, headers: &HeaderMap) -> Option<Fault> {
         let mut state = self.lock();
         *state.calls.entry(route.to_owned()).or_default() += 1;
+        let mut kept = headers.clone();
+        kept.remove(header::AUTHORIZATION);
+        state.last_headers.insert(route.to_owned(), kept);
         if let Some(fault) = headers
             .get(FAULT_HEADER)
             .and_then(|v| parse_fault_header(v.to_str().ok()?))
@@ -227,7 +238,7 @@ pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Ne
     if faults.config.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.config.latency_ms)).await;
     }
-    let response = match fault {
+    let mut response = match fault {
         Some(Fault::Status {
             code,
             retry_after_secs,
@@ -242,6 +253,13 @@ pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Ne
         None => next.run(request).await,
     };
     pending.answered = true;
+    if upstream == Upstream::Xai {
+        // xAI names every answer, errors included; clients quote it in bug reports.
+        let id = format!("req_{}", uuid::Uuid::new_v4().simple());
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+    }
     response
 }
 

@@ -183,6 +183,11 @@ impl SimHandle {
         self.faults.dropped(route)
     }
 
+    /// Header `name` of the latest request on `route` (never `authorization`).
+    pub fn last_header(&self, route: &str, name: &str) -> Option<String> {
+        self.faults.last_header(route, name)
+    }
+
     /// Requests received on every route.
     pub fn total_calls(&self) -> u64 {
         self.faults.total_calls()
