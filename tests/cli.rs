@@ -94,3 +94,11 @@ fn flags_beat_env_which_beats_the_file_and_secrets_stay_hidden() {
     let (ok, out) = batchgate(&["check-config", "--config", file.to_str().unwrap()], &[]);
     assert!(!ok && out.contains("no_such_setting"), "{out}");
 }
+
+#[test]
+fn the_example_config_in_deploy_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/batchgate.toml");
+    let (ok, out) = batchgate(&["check-config", "--config", example], &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("api.x.ai"), "{out}");
+}
