@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 use crate::config::{Config, MAX_MESSAGE_BYTES};
@@ -126,13 +126,13 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(job_service)
             .add_service(batch_service);
+        // Without TCP_NODELAY small answers wait on Nagle's algorithm: ~40 ms stalls at
+        // a few percent of calls under concurrency (docs/BENCHMARKS.md).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stopped = stop.clone();
         let served = tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stopped.cancelled_owned(),
-                )
+                .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
                 .await
                 .map_err(ServeError::from)
         });

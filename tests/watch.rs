@@ -172,7 +172,8 @@ async fn heartbeats_flow_while_a_job_waits_and_unknown_jobs_are_not_found() {
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.kind(), WatchEventKind::Snapshot);
-    assert_eq!(first.progress.unwrap().status(), pb::JobStatus::Queued);
+    let first = first.progress.unwrap();
+    assert_eq!(first.status(), pb::JobStatus::Queued);
     let mut heartbeats = 0;
     while heartbeats < 3 {
         let message = tokio::time::timeout(Duration::from_secs(2), stream.message())
@@ -182,6 +183,10 @@ async fn heartbeats_flow_while_a_job_waits_and_unknown_jobs_are_not_found() {
             .unwrap();
         if message.kind() == WatchEventKind::Heartbeat {
             heartbeats += 1;
+            // Nothing changed: a heartbeat repeats the state as it was observed.
+            let progress = message.progress.unwrap();
+            assert_eq!(progress.observed_at, first.observed_at);
+            assert_eq!(progress.status(), pb::JobStatus::Queued);
         }
     }
     drop(stream);

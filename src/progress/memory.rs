@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
 /// Shares one poller per key among all local subscribers.
 pub struct MemoryHub<T> {
-    channels: Arc<Mutex<HashMap<String, watch::Sender<T>>>>,
+    channels: Arc<Mutex<Channels<T>>>,
 }
 
 impl<T> Default for MemoryHub<T> {
@@ -47,19 +47,17 @@ impl<T: Clone + Send + Sync + 'static> MemoryHub<T> {
                 tokio::select! {
                     () = &mut poller => break,
                     () = sender.closed() => {
-                        // Re-check under the lock: a subscriber may have joined meanwhile.
+                        // Checked under the registry's lock, which `subscribe` holds while
+                        // it joins: nobody can join between the check and the removal.
+                        let mut channels = lock(&registry);
                         if sender.receiver_count() == 0 {
-                            break;
+                            forget(&mut channels, &key, &sender);
+                            return;
                         }
                     }
                 }
             }
-            let mut channels = registry
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if channels.get(&key).is_some_and(|s| s.same_channel(&sender)) {
-                channels.remove(&key);
-            }
+            forget(&mut lock(&registry), &key, &sender);
         });
         receiver
     }
@@ -69,10 +67,23 @@ impl<T: Clone + Send + Sync + 'static> MemoryHub<T> {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<T>>> {
-        self.channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Channels<T>> {
+        lock(&self.channels)
+    }
+}
+
+type Channels<T> = HashMap<String, watch::Sender<T>>;
+
+fn lock<T>(channels: &Mutex<Channels<T>>) -> MutexGuard<'_, Channels<T>> {
+    channels
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Forgets `key` if it still names this poller's channel (a newer poller may own it).
+fn forget<T>(channels: &mut Channels<T>, key: &str, sender: &watch::Sender<T>) {
+    if channels.get(key).is_some_and(|s| s.same_channel(sender)) {
+        channels.remove(key);
     }
 }
 

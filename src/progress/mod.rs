@@ -50,6 +50,8 @@ pub enum WatchState<T> {
         value: T,
         /// True for the last value a watcher will publish.
         done: bool,
+        /// When the watcher first read this value (heartbeats repeat it unchanged).
+        observed_at: prost_types::Timestamp,
     },
     /// The resource cannot be watched (unknown, bad key, gave up).
     Failed(Status),
@@ -59,9 +61,13 @@ pub enum WatchState<T> {
 /// subscribers wake only for real changes.
 pub fn publish<T: PartialEq>(tx: &watch::Sender<WatchState<T>>, value: T, done: bool) {
     tx.send_if_modified(|state| {
-        let unchanged = matches!(state, WatchState::Live { value: old, done: was } if *was == done && *old == value);
+        let unchanged = matches!(state, WatchState::Live { value: old, done: was, .. } if *was == done && *old == value);
         if !unchanged {
-            *state = WatchState::Live { value, done };
+            *state = WatchState::Live {
+                value,
+                done,
+                observed_at: crate::convert::now_timestamp(),
+            };
         }
         !unchanged
     });

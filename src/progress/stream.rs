@@ -37,7 +37,8 @@ pub async fn first_state<T>(rx: &mut watch::Receiver<WatchState<T>>) -> Result<(
     Ok(())
 }
 
-/// The messages of one subscriber, built by `message` from each value.
+/// The messages of one subscriber, built by `message` from each value and the time
+/// the watcher observed it.
 pub fn watcher_stream<T, M, F>(
     mut rx: watch::Receiver<WatchState<T>>,
     heartbeat: Duration,
@@ -48,7 +49,7 @@ pub fn watcher_stream<T, M, F>(
 where
     T: Clone + Send + Sync + 'static,
     M: Send + 'static,
-    F: Fn(EventKind, T) -> M + Send + 'static,
+    F: Fn(EventKind, T, prost_types::Timestamp) -> M + Send + 'static,
 {
     async_stream::stream! {
         let mut first = true;
@@ -60,14 +61,14 @@ where
                     yield Err(status);
                     return;
                 }
-                WatchState::Live { value, done: true } => {
-                    yield Ok(message(EventKind::Final, value));
+                WatchState::Live { value, done: true, observed_at } => {
+                    yield Ok(message(EventKind::Final, value, observed_at));
                     return;
                 }
-                WatchState::Live { value, done: false } => {
+                WatchState::Live { value, done: false, observed_at } => {
                     let kind = if first { EventKind::Snapshot } else { EventKind::Progress };
                     first = false;
-                    yield Ok(message(kind, value));
+                    yield Ok(message(kind, value, observed_at));
                 }
             }
             loop {
@@ -84,11 +85,11 @@ where
                         }
                         Err(_) => {
                             let current = match &*rx.borrow() {
-                                WatchState::Live { value, .. } => Some(value.clone()),
+                                WatchState::Live { value, observed_at, .. } => Some((value.clone(), *observed_at)),
                                 _ => None,
                             };
-                            if let Some(value) = current {
-                                yield Ok(message(EventKind::Heartbeat, value));
+                            if let Some((value, observed_at)) = current {
+                                yield Ok(message(EventKind::Heartbeat, value, observed_at));
                             }
                         }
                     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -143,6 +144,10 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
             faults.clone(),
             faults::apply,
         ));
+    // Like a real API front end, answer small bodies without waiting on Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = tokio::spawn(
         axum::serve(listener, router)
             .with_graceful_shutdown(stop.clone().cancelled_owned())

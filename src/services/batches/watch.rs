@@ -82,19 +82,22 @@ pub async fn poll_batch(
 }
 
 /// A watch message; FINAL messages say why the batch is done.
-pub fn watch_message(kind: EventKind, batch: Batch) -> WatchBatchResponse {
-    let now = now_timestamp();
+pub fn watch_message(
+    kind: EventKind,
+    batch: Batch,
+    observed_at: prost_types::Timestamp,
+) -> WatchBatchResponse {
     let (kind, done_reason) = match kind {
         EventKind::Snapshot => (WatchEventKind::Snapshot, DoneReason::Unspecified),
         EventKind::Progress => (WatchEventKind::Progress, DoneReason::Unspecified),
         EventKind::Heartbeat => (WatchEventKind::Heartbeat, DoneReason::Unspecified),
-        EventKind::Final => (WatchEventKind::Final, done_reason(&batch, &now)),
+        EventKind::Final => (WatchEventKind::Final, done_reason(&batch, &observed_at)),
     };
     WatchBatchResponse {
         kind: kind.into(),
         batch: Some(batch),
         done_reason: done_reason.into(),
-        observed_at: Some(now),
+        observed_at: Some(observed_at),
     }
 }
 

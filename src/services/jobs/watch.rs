@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
 use tonic::Status;
 
 use super::translate::{failure_reason, is_final, parse_status};
 use crate::context::CallContext;
-use crate::convert::now_timestamp;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::progress::{EventKind, WatchState, WatchTiming, publish};
@@ -39,6 +38,7 @@ pub async fn poll_job(
             job_id: job_id.clone(),
             ..Default::default()
         },
+        unpublished: false,
         started: Instant::now(),
     };
     if let Err(error) = poller.run().await {
@@ -53,6 +53,8 @@ struct Poller {
     timing: WatchTiming,
     tx: watch::Sender<JobWatchState>,
     progress: JobProgress,
+    /// Progress read from the stream and not yet published.
+    unpublished: bool,
     started: Instant,
 }
 
@@ -105,24 +107,42 @@ impl Poller {
                 return Ok(false);
             }
         };
+        let mut ready = None;
         loop {
-            match timeout(self.timing.poll, lines.next()).await {
-                Ok(Some(Ok(update))) => {
+            let line = match ready.take() {
+                Some(line) => line,
+                None => match timeout(self.timing.poll, lines.next()).await {
+                    Ok(line) => line,
+                    // A silent stream: check the persisted status, keep reading.
+                    Err(_) => {
+                        if self.refresh_status().await? {
+                            return Ok(true);
+                        }
+                        self.check_age()?;
+                        continue;
+                    }
+                },
+            };
+            match line {
+                Some(Ok(update)) => {
                     if self.apply_update(update).await? {
                         return Ok(true);
                     }
+                    // Lines that arrived together (a tick's rows and its tokens) are
+                    // published as one state, not as a half-updated one and then another.
+                    match lines.next().now_or_never() {
+                        Some(line) => ready = Some(line),
+                        None if self.unpublished => self.publish(),
+                        None => {}
+                    }
                 }
-                Ok(Some(Err(error))) => {
+                // Whatever was read and not yet published goes out with the status
+                // read that follows.
+                Some(Err(error)) => {
                     tracing::debug!(%error, "progress stream broke");
                     return Ok(false);
                 }
-                Ok(None) => return Ok(false),
-                // A silent stream: check the persisted status, keep reading.
-                Err(_) => {
-                    if self.refresh_status().await? {
-                        return Ok(true);
-                    }
-                }
+                None => return Ok(false),
             }
             self.check_age()?;
         }
@@ -152,7 +172,7 @@ impl Poller {
             // look at the persisted status.
             ProgressUpdate::Heartbeat => return self.refresh_status().await,
         }
-        self.publish();
+        self.unpublished = true;
         Ok(false)
     }
 
@@ -234,6 +254,7 @@ impl Poller {
     }
 
     fn send(&mut self, done: bool) {
+        self.unpublished = false;
         publish(&self.tx, self.progress.clone(), done);
     }
 
@@ -264,9 +285,13 @@ pub fn watch_key(tenant: &str, job_id: &str) -> String {
 /// The hub of Sutro job watches.
 pub type JobWatchHub = Arc<crate::progress::MemoryHub<JobWatchState>>;
 
-/// A watch message from a published value; `observed_at` is when it is sent.
-pub fn watch_message(kind: EventKind, mut progress: JobProgress) -> WatchJobResponse {
-    progress.observed_at = Some(now_timestamp());
+/// A watch message from a published value and the time the poller observed it.
+pub fn watch_message(
+    kind: EventKind,
+    mut progress: JobProgress,
+    observed_at: prost_types::Timestamp,
+) -> WatchJobResponse {
+    progress.observed_at = Some(observed_at);
     let kind = match kind {
         EventKind::Snapshot => WatchEventKind::Snapshot,
         EventKind::Progress => WatchEventKind::Progress,
