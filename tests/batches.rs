@@ -41,6 +41,16 @@ async fn new_batch(app: &mut common::TestApp, name: &str) -> String {
         .batch_id
 }
 
+async fn get_batch(app: &mut common::TestApp, batch_id: &str) -> pb::Batch {
+    app.batches
+        .get_batch(pb::GetBatchRequest {
+            batch_id: batch_id.into(),
+        })
+        .await
+        .expect("the batch")
+        .into_inner()
+}
+
 async fn add(
     app: &mut common::TestApp,
     batch_id: &str,
@@ -126,14 +136,7 @@ async fn a_batch_runs_from_create_to_results() {
         (3, 0, 3)
     );
 
-    let batch = app
-        .batches
-        .get_batch(pb::GetBatchRequest {
-            batch_id: batch_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let batch = get_batch(&mut app, &batch_id).await;
     assert_eq!(batch.name, "nightly eval");
     assert!(batch.create_time.is_some() && batch.expire_time.is_some());
 
@@ -208,14 +211,7 @@ async fn five_thousand_requests_arrive_in_chunks_each_exactly_once_and_a_retry_a
     );
 
     watch_to_end(&mut app, &batch_id).await;
-    let batch = app
-        .batches
-        .get_batch(pb::GetBatchRequest {
-            batch_id: batch_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let batch = get_batch(&mut app, &batch_id).await;
     assert_eq!(
         batch.state.unwrap().num_requests,
         5_000,
@@ -258,12 +254,7 @@ async fn a_failed_third_chunk_reports_exactly_which_requests_were_accepted() {
     assert_eq!(info.metadata["last_accepted_id"], "req-199");
     assert_eq!(info.metadata["first_not_accepted_id"], "req-200");
     assert_eq!(app.sim.calls(REQUESTS_ROUTE), 3);
-    let batch = app
-        .batches
-        .get_batch(pb::GetBatchRequest { batch_id })
-        .await
-        .unwrap()
-        .into_inner();
+    let batch = get_batch(&mut app, &batch_id).await;
     assert_eq!(batch.state.unwrap().num_requests, 200);
 }
 
