@@ -413,19 +413,22 @@ async fn stream_progress(
             let started = !matches!(snapshot.status, Status::Queued | Status::Starting);
             if started && reported != Some(snapshot.rows_done) {
                 reported = Some(snapshot.rows_done);
-                yield Ok::<_, std::convert::Infallible>(ndjson(json!({ "update_type": "progress", "result": snapshot.rows_done })));
-                yield Ok(ndjson(json!({ "update_type": "tokens", "result": {
+                // One write a tick, as a server flushing its buffer would: both lines
+                // arrive together.
+                let mut tick = ndjson(json!({ "update_type": "progress", "result": snapshot.rows_done }));
+                tick.extend(ndjson(json!({ "update_type": "tokens", "result": {
                     "input_tokens": snapshot.input_tokens,
                     "output_tokens": snapshot.output_tokens,
                     "total_tokens_processed_per_second": if snapshot.status == Status::Running { job.tokens_per_second() } else { 0.0 },
                 }})));
+                yield Ok::<_, std::convert::Infallible>(Bytes::from(tick));
             }
             if snapshot.status.is_final() {
                 return;
             }
             if now.duration_since(last_heartbeat) >= heartbeat {
                 last_heartbeat = now;
-                yield Ok(ndjson(json!({ "update_type": "heartbeat" })));
+                yield Ok(Bytes::from(ndjson(json!({ "update_type": "heartbeat" }))));
             }
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
@@ -440,8 +443,8 @@ async fn stream_progress(
         .into_response()
 }
 
-fn ndjson(value: Value) -> Bytes {
+fn ndjson(value: Value) -> Vec<u8> {
     let mut line = value.to_string().into_bytes();
     line.push(b'\n');
-    Bytes::from(line)
+    line
 }
