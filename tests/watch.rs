@@ -209,3 +209,38 @@ async fn heartbeats_flow_while_a_job_waits_and_unknown_jobs_are_not_found() {
     }
     panic!("the upstream watcher kept running with nobody watching");
 }
+
+#[tokio::test]
+async fn moving_rows_are_never_shown_under_a_stale_starting_status() {
+    // A long STARTING phase, which the watcher sees, and sparse upstream heartbeats,
+    // so only the first moving rows can prompt the status read.
+    let sim = SimConfig {
+        start_ms: 400,
+        rows_per_second: 200.0,
+        heartbeat_ms: 5_000,
+        ..SimConfig::fast()
+    };
+    let mut app = spawn_app_with(sim, |_| {}).await;
+    let job_id = create(&mut app, 60).await;
+    let messages = collect(&mut app, &job_id).await;
+    let statuses: Vec<_> = messages
+        .iter()
+        .map(|m| m.progress.as_ref().unwrap().status())
+        .collect();
+    assert!(
+        statuses.contains(&pb::JobStatus::Starting),
+        "the watcher saw STARTING: {statuses:?}"
+    );
+    for message in &messages {
+        let progress = message.progress.as_ref().unwrap();
+        if progress.rows_processed > 0 {
+            assert!(
+                matches!(
+                    progress.status(),
+                    pb::JobStatus::Running | pb::JobStatus::Succeeded
+                ),
+                "rows move only in a running job: {progress:?}"
+            );
+        }
+    }
+}

@@ -39,6 +39,7 @@ pub async fn poll_job(
             ..Default::default()
         },
         unpublished: false,
+        rechecked_on_rows: false,
         started: Instant::now(),
     };
     if let Err(error) = poller.run().await {
@@ -55,6 +56,8 @@ struct Poller {
     progress: JobProgress,
     /// Progress read from the stream and not yet published.
     unpublished: bool,
+    /// Whether the first moving rows already prompted a status read.
+    rechecked_on_rows: bool,
     started: Instant,
 }
 
@@ -149,6 +152,17 @@ impl Poller {
     }
 
     async fn apply_update(&mut self, update: ProgressUpdate) -> Result<bool> {
+        if !self.rechecked_on_rows
+            && matches!(update, ProgressUpdate::Rows(rows) if rows > 0)
+            && self.status() != JobStatus::Running
+        {
+            // Rows are moving while the last status read said STARTING: read the
+            // persisted status again (once) rather than guess it from the stream.
+            self.rechecked_on_rows = true;
+            if self.refresh_status().await? {
+                return Ok(true);
+            }
+        }
         let p = &mut self.progress;
         match update {
             ProgressUpdate::Rows(rows) => p.rows_processed = p.rows_processed.max(rows),
