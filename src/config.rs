@@ -75,6 +75,12 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_WATCH_POLL_MS")]
     pub watch_poll_ms: Option<u64>,
 
+    /// Least time between two PROGRESS messages to one watcher, in milliseconds; the
+    /// changes in between are merged (the latest wins), FINAL is never held back.
+    /// Bounds what a fast upstream costs per watcher; 0 sends every change [default: 100].
+    #[arg(long, env = "BATCHGATE_WATCH_MIN_INTERVAL_MS")]
+    pub watch_min_interval_ms: Option<u64>,
+
     /// Longest a single job is watched before WatchJob gives up, in seconds [default: 172800].
     #[arg(long, env = "BATCHGATE_WATCH_MAX_SECS")]
     pub watch_max_secs: Option<u64>,
@@ -140,6 +146,7 @@ impl ConfigLayer {
             retry_max_delay_ms,
             watch_heartbeat_ms,
             watch_poll_ms,
+            watch_min_interval_ms,
             watch_max_secs,
             max_request_bytes,
             results_chunk_bytes,
@@ -199,6 +206,8 @@ pub struct Config {
     pub watch_heartbeat: Duration,
     /// WatchJob status poll interval.
     pub watch_poll: Duration,
+    /// Least time between two PROGRESS messages to one watcher.
+    pub watch_min_interval: Duration,
     /// Longest watch of one job.
     pub watch_max: Duration,
     /// Largest gRPC request accepted.
@@ -277,6 +286,7 @@ impl Config {
             },
             watch_heartbeat: ms(layer.watch_heartbeat_ms.unwrap_or(10_000).max(10)),
             watch_poll: ms(layer.watch_poll_ms.unwrap_or(5_000).max(10)),
+            watch_min_interval: ms(layer.watch_min_interval_ms.unwrap_or(100)),
             watch_max: Duration::from_secs(layer.watch_max_secs.unwrap_or(48 * 3600)),
             max_request_bytes: layer.max_request_bytes.unwrap_or(64 * 1024 * 1024),
             results_chunk_bytes,

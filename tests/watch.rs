@@ -96,7 +96,13 @@ async fn watching_a_job_to_success() {
 
 #[tokio::test]
 async fn a_failed_job_is_reported_failed_although_every_row_was_streamed() {
-    let mut app = spawn_app_with(slow_sim(), |_| {}).await;
+    // Every row reported, then 400 ms of finalization before the status is final: long
+    // enough for the watcher to be shown all rows under a RUNNING status.
+    let sim = SimConfig {
+        finalize_ms: 400,
+        ..slow_sim()
+    };
+    let mut app = spawn_app_with(sim, |_| {}).await;
     let job_id = create(&mut app, 50).await;
     app.sim.set_job_outcome(
         &job_id,
@@ -242,5 +248,55 @@ async fn moving_rows_are_never_shown_under_a_stale_starting_status() {
                 "rows move only in a running job: {progress:?}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_gets_at_most_one_progress_message_per_min_interval() {
+    let sim = SimConfig {
+        rows_per_second: 100.0,
+        ..SimConfig::fast()
+    };
+    let mut app = spawn_app_with(sim, |s| s.watch_min_interval_ms = Some(300)).await;
+    let job_id = create(&mut app, 120).await;
+    let mut stream = app
+        .jobs
+        .watch_job(pb::WatchJobRequest { job_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = Vec::new();
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("watch makes progress")
+        .unwrap()
+    {
+        received.push((std::time::Instant::now(), message));
+    }
+    let (_, last) = received.last().unwrap();
+    assert_eq!(last.kind(), WatchEventKind::Final);
+    assert_eq!(last.progress.as_ref().unwrap().rows_processed, 120);
+    let updates: Vec<_> = received
+        .iter()
+        .filter(|(_, m)| {
+            matches!(
+                m.kind(),
+                WatchEventKind::Snapshot | WatchEventKind::Progress
+            )
+        })
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(
+        updates.len() >= 3,
+        "the job ran 1.2 s: {} updates",
+        updates.len()
+    );
+    for pair in updates.windows(2) {
+        let gap = pair[1] - pair[0];
+        // The simulator reports every 20 ms; 300 ms apart means they were merged.
+        assert!(
+            gap >= Duration::from_millis(250),
+            "two updates {gap:?} apart"
+        );
     }
 }

@@ -19,6 +19,8 @@ use crate::config::Config;
 pub struct WatchTiming {
     /// Heartbeat interval per watcher.
     pub heartbeat: Duration,
+    /// Least time between two PROGRESS messages to one watcher.
+    pub min_interval: Duration,
     /// Upstream poll interval (also the longest silence tolerated on a stream).
     pub poll: Duration,
     /// Cap on each upstream call a watcher makes.
@@ -32,6 +34,7 @@ impl WatchTiming {
     pub fn from_config(config: &Config) -> Self {
         Self {
             heartbeat: config.watch_heartbeat,
+            min_interval: config.watch_min_interval,
             poll: config.watch_poll,
             call_timeout: config.upstream_timeout,
             max: config.watch_max,

@@ -1,15 +1,13 @@
 //! One subscriber's view of a watch: the snapshot, each change, heartbeats while
 //! nothing changes, the final value, and UNAVAILABLE when the gateway shuts down.
 
-use std::time::Duration;
-
 use futures_util::Stream;
 use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::WatchState;
+use super::{WatchState, WatchTiming};
 
 /// Why a watch message is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +39,7 @@ pub async fn first_state<T>(rx: &mut watch::Receiver<WatchState<T>>) -> Result<(
 /// the watcher observed it.
 pub fn watcher_stream<T, M, F>(
     mut rx: watch::Receiver<WatchState<T>>,
-    heartbeat: Duration,
+    timing: WatchTiming,
     shutdown: CancellationToken,
     rpc: &'static str,
     message: F,
@@ -69,6 +67,25 @@ where
                     let kind = if first { EventKind::Snapshot } else { EventKind::Progress };
                     first = false;
                     yield Ok(message(kind, value, observed_at));
+                    // Changes in the next `min_interval` merge into one message; the
+                    // last state (or a failure) ends the pause at once.
+                    if !timing.min_interval.is_zero() {
+                        tokio::select! {
+                            () = tokio::time::sleep(timing.min_interval) => {}
+                            _ = rx.wait_for(|s| !matches!(s, WatchState::Live { done: false, .. })) => {}
+                            () = shutdown.cancelled() => {}
+                        }
+                        // The pause marked what it saw as seen: whatever is newer than
+                        // the message just sent goes out now.
+                        let newer = match &*rx.borrow() {
+                            WatchState::Live { observed_at: latest, .. } => *latest != observed_at,
+                            WatchState::Failed(_) => true,
+                            WatchState::Connecting => false,
+                        };
+                        if newer && !shutdown.is_cancelled() {
+                            continue;
+                        }
+                    }
                 }
             }
             loop {
@@ -77,7 +94,7 @@ where
                         yield Err(Status::unavailable(format!("batchgate is shutting down; call {rpc} again to resume")));
                         return;
                     }
-                    changed = timeout(heartbeat, rx.changed()) => match changed {
+                    changed = timeout(timing.heartbeat, rx.changed()) => match changed {
                         Ok(Ok(())) => break,
                         Ok(Err(_)) => {
                             yield Err(Status::unavailable(format!("the watcher stopped; call {rpc} again to resume")));

@@ -325,7 +325,7 @@ impl BatchService for BatchesService {
         first_state(&mut rx).await?;
         let stream = watcher_stream(
             rx,
-            timing.heartbeat,
+            timing,
             self.shutdown.clone(),
             "WatchBatch",
             watch_message,

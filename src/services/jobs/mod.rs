@@ -339,7 +339,7 @@ impl JobService for JobsService {
         first_state(&mut rx).await?;
         let stream = watcher_stream(
             rx,
-            self.config.watch_heartbeat,
+            self.timing(),
             self.shutdown.clone(),
             "WatchJob",
             watch_message,
