@@ -76,7 +76,7 @@ pub struct ConfigLayer {
     pub watch_poll_ms: Option<u64>,
 
     /// Least time between two PROGRESS messages to one watcher, in milliseconds; the
-    /// changes in between are merged (the latest wins), FINAL is never held back.
+    /// changes in between are merged (the latest wins), FINAL waits one interval at most.
     /// Bounds what a fast upstream costs per watcher; 0 sends every change [default: 100].
     #[arg(long, env = "BATCHGATE_WATCH_MIN_INTERVAL_MS")]
     pub watch_min_interval_ms: Option<u64>,

@@ -3,7 +3,7 @@
 
 use futures_util::Stream;
 use tokio::sync::watch;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -51,6 +51,7 @@ where
 {
     async_stream::stream! {
         let mut first = true;
+        let mut last_sent = Instant::now();
         loop {
             let state = rx.borrow_and_update().clone();
             match state {
@@ -67,25 +68,7 @@ where
                     let kind = if first { EventKind::Snapshot } else { EventKind::Progress };
                     first = false;
                     yield Ok(message(kind, value, observed_at));
-                    // Changes in the next `min_interval` merge into one message; the
-                    // last state (or a failure) ends the pause at once.
-                    if !timing.min_interval.is_zero() {
-                        tokio::select! {
-                            () = tokio::time::sleep(timing.min_interval) => {}
-                            _ = rx.wait_for(|s| !matches!(s, WatchState::Live { done: false, .. })) => {}
-                            () = shutdown.cancelled() => {}
-                        }
-                        // The pause marked what it saw as seen: whatever is newer than
-                        // the message just sent goes out now.
-                        let newer = match &*rx.borrow() {
-                            WatchState::Live { observed_at: latest, .. } => *latest != observed_at,
-                            WatchState::Failed(_) => true,
-                            WatchState::Connecting => false,
-                        };
-                        if newer && !shutdown.is_cancelled() {
-                            continue;
-                        }
-                    }
+                    last_sent = Instant::now();
                 }
             }
             loop {
@@ -95,7 +78,21 @@ where
                         return;
                     }
                     changed = timeout(timing.heartbeat, rx.changed()) => match changed {
-                        Ok(Ok(())) => break,
+                        Ok(Ok(())) => {
+                            // A change sooner than `min_interval` after the last message
+                            // waits out the rest of it, and whatever changes meanwhile
+                            // merges in (the latest wins). A plain sleep, not a wait on
+                            // the channel: waking every watcher on every change is the
+                            // cost this bounds. So FINAL can wait one interval at most.
+                            let since = last_sent.elapsed();
+                            if since < timing.min_interval {
+                                tokio::select! {
+                                    () = tokio::time::sleep(timing.min_interval - since) => {}
+                                    () = shutdown.cancelled() => {}
+                                }
+                            }
+                            break;
+                        }
                         Ok(Err(_)) => {
                             yield Err(Status::unavailable(format!("the watcher stopped; call {rpc} again to resume")));
                             return;
