@@ -6,6 +6,19 @@ pub mod chunking;
 pub mod jobs;
 pub mod validate;
 
+/// A validated `page_size`, with 0 meaning `default`.
+pub fn page_size(requested: i32, default: u32) -> u32 {
+    u32::try_from(requested)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+/// A `page_token`, with the empty string meaning the first page.
+pub fn page_token(token: &str) -> Option<&str> {
+    Some(token).filter(|t| !t.is_empty())
+}
+
 /// Wraps a reply, echoing the upstream's request id to the caller as
 /// `x-upstream-request-id` response metadata.
 pub fn respond<T>(body: T, upstream_request_id: Option<&str>) -> tonic::Response<T> {

@@ -22,7 +22,7 @@ use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
 use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
 use crate::services::chunking::{chunk_by, repeated_field_size};
 use crate::services::jobs::ServerStream;
-use crate::services::respond;
+use crate::services::{page_size, page_token, respond};
 use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
@@ -67,18 +67,6 @@ impl BatchesService {
             self.config.upstream_timeout,
         )
     }
-}
-
-fn page_size(requested: i32, default: u32) -> u32 {
-    if requested == 0 {
-        default
-    } else {
-        requested as u32
-    }
-}
-
-fn token(page_token: &str) -> Option<&str> {
-    Some(page_token).filter(|t| !t.is_empty())
 }
 
 #[tonic::async_trait]
@@ -149,7 +137,7 @@ impl BatchService for BatchesService {
             .xai
             .list_batches(
                 page_size(request.page_size, 100),
-                token(&request.page_token),
+                page_token(&request.page_token),
                 &ctx,
             )
             .await?;
@@ -205,7 +193,7 @@ impl BatchService for BatchesService {
             .list_request_metadata(
                 &request.batch_id,
                 page_size(request.page_size, 100),
-                token(&request.page_token),
+                page_token(&request.page_token),
                 &ctx,
             )
             .await?;
@@ -237,7 +225,7 @@ impl BatchService for BatchesService {
             .list_results(
                 &request.batch_id,
                 page_size(request.page_size, 100),
-                token(&request.page_token),
+                page_token(&request.page_token),
                 &ctx,
             )
             .await?;

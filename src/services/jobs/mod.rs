@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
 use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
 use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
-use crate::services::respond;
+use crate::services::{page_size, page_token, respond};
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use results::ResultColumns;
 use translate::{create_body, failure_reason, job_to_proto, parse_status};
@@ -162,13 +162,12 @@ impl JobService for JobsService {
         let ctx = self.context(&request)?;
         let request = request.into_inner();
         validate::list_jobs(&request)?;
-        let limit = if request.page_size == 0 {
-            25
-        } else {
-            request.page_size as u32
-        };
-        let cursor = Some(request.page_token.as_str()).filter(|t| !t.is_empty());
-        let reply = self.sutro.list_jobs(limit, cursor, &ctx).await?;
+        // 25: what Sutro's own CLI lists by default.
+        let limit = page_size(request.page_size, 25);
+        let reply = self
+            .sutro
+            .list_jobs(limit, page_token(&request.page_token), &ctx)
+            .await?;
         Ok(respond(
             pb::ListJobsResponse {
                 jobs: reply.body.jobs.into_iter().map(job_to_proto).collect(),
