@@ -6,17 +6,42 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 
-/// The instant by which the gateway must have answered a call.
+/// The instant by which one upstream request must be answered, and what a further
+/// request of the same call may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
     at: Instant,
+    /// The caller's own deadline (less headroom), if it sent one.
+    caller: Option<Instant>,
+    /// The configured bound on each upstream request.
+    cap: Duration,
+}
+
+/// `now + timeout`, saturating instead of overflowing on absurd timeouts.
+fn later(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 impl Deadline {
     /// A deadline `timeout` from now.
     pub fn after(timeout: Duration) -> Self {
         Self {
-            at: Instant::now() + timeout,
+            at: later(timeout),
+            caller: None,
+            cap: timeout,
+        }
+    }
+
+    /// The deadline of the next upstream request of the same call: the configured
+    /// bound again from now, never past the caller's own deadline. A call that makes
+    /// many requests (a large add, a results stream) gets the bound for each.
+    pub fn renewed(&self) -> Self {
+        let capped = later(self.cap);
+        Self {
+            at: self.caller.map_or(capped, |caller| caller.min(capped)),
+            ..*self
         }
     }
 
@@ -29,8 +54,13 @@ impl Deadline {
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
-            .map(|t| t.saturating_sub(headroom(t)));
-        Self::after(caller.map_or(cap, |t| t.min(cap)))
+            .map(|t| later(t.saturating_sub(headroom(t))));
+        Self {
+            caller,
+            cap,
+            ..Self::after(cap)
+        }
+        .renewed()
     }
 
     /// The instant itself.
@@ -104,5 +134,26 @@ mod tests {
 
         let d = Deadline::from_metadata(&MetadataMap::new(), Duration::from_secs(7));
         assert!(d.remaining() > Duration::from_secs(6));
+        assert!(Deadline::after(Duration::MAX).remaining() > Duration::from_secs(3600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_further_request_gets_the_bound_again_within_the_callers_deadline() {
+        let mut md = MetadataMap::new();
+        md.insert("grpc-timeout", "10S".parse().unwrap());
+        let first = Deadline::from_metadata(&md, Duration::from_secs(3));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let second = first.renewed();
+        assert_eq!(
+            second.remaining(),
+            Duration::from_secs(3),
+            "the bound again"
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let last = second.renewed();
+        assert!(
+            last.remaining() < Duration::from_secs(2),
+            "the caller's deadline wins"
+        );
     }
 }

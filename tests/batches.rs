@@ -461,3 +461,39 @@ async fn a_changed_request_under_a_used_id_and_adds_to_a_file_batch_are_failed_p
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("file-based"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn each_chunk_of_a_large_add_gets_the_full_upstream_bound() {
+    // Five chunks of 400 ms each: 2 s in all, twice the per-request bound of 1 s.
+    let mut app = spawn_app_with(SimConfig::fast(), |s| {
+        s.upstream_timeout_ms = Some(1_000);
+        s.xai_add_chunk_requests = Some(1);
+    })
+    .await;
+    let batch_id = new_batch(&mut app, "slow adds").await;
+    app.sim.inject(batchgate::sim::FaultRule {
+        route: REQUESTS_ROUTE.into(),
+        times: 5,
+        fault: batchgate::sim::Fault::Delay(Duration::from_millis(400)),
+    });
+    let mut request = tonic::Request::new(pb::AddBatchRequestsRequest {
+        batch_id: batch_id.clone(),
+        batch_requests: (0..5).map(|i| chat(None, &format!("p{i}"))).collect(),
+    });
+    request.set_timeout(Duration::from_secs(60));
+    let added = app
+        .batches
+        .add_batch_requests(request)
+        .await
+        .expect("each chunk is within the bound")
+        .into_inner();
+    assert_eq!(added.upstream_calls, 5);
+    assert_eq!(
+        get_batch(&mut app, &batch_id)
+            .await
+            .state
+            .unwrap()
+            .num_requests,
+        5
+    );
+}

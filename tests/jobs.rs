@@ -333,7 +333,9 @@ async fn invalid_input_names_each_field_and_sends_nothing_upstream() {
 
     for id in [
         "",
+        ".",
         "../etc",
+        "a:b",
         "a/b",
         "a?b",
         "a#b",

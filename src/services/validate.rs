@@ -85,14 +85,19 @@ pub fn unsafe_id(id: &str) -> Option<String> {
     if id.len() > MAX_ID_BYTES {
         return Some(format!("must be at most {MAX_ID_BYTES} bytes"));
     }
-    if id.contains("..") {
-        return Some("must not contain `..`".into());
+    if id.contains("..") || id == "." {
+        return Some("must not be `.` or contain `..`".into());
     }
+    // Upstream ids are `job-<uuid>` and `batch_<uuid>`: a closed alphabet keeps out
+    // everything a URL would read as structure (`/`, `?`, `#`, `%`, and `:`, which
+    // would turn `<id>:cancel` into another custom method).
     if let Some(c) = id
         .chars()
-        .find(|c| matches!(c, '/' | '?' | '#' | '\\' | '%') || c.is_control() || c.is_whitespace())
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')))
     {
-        return Some(format!("must not contain {c:?}"));
+        return Some(format!(
+            "must hold only letters, digits, `-`, `_`, `.` and `~`, not {c:?}"
+        ));
     }
     None
 }

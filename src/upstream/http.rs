@@ -218,7 +218,10 @@ impl UpstreamHttp {
                     return Err(error);
                 }
                 let delay = retry_after(&error).unwrap_or_else(|| self.backoff(tries));
-                if Instant::now() + delay >= deadline {
+                if Instant::now()
+                    .checked_add(delay)
+                    .is_none_or(|at| at >= deadline)
+                {
                     return Err(error);
                 }
                 tracing::debug!(%error, ?delay, tries, "retrying upstream call");
@@ -295,7 +298,7 @@ impl UpstreamHttp {
             .and_then(parse_retry_after);
         let request_id = upstream_request_id(response.headers());
         let body = response.bytes().await.unwrap_or_default();
-        let message = scrub(&error_text(&body, status), ctx.caller.key.expose());
+        let message = upstream_message(&body, status, ctx.caller.key.expose());
         Error::Upstream(UpstreamFailure {
             upstream: self.id.clone(),
             status: status.as_u16(),
@@ -363,15 +366,26 @@ fn upstream_request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date.
+/// Longest `Retry-After` taken at its word; a larger one is read as this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After` as delay-seconds or an HTTP date, at most a day.
 pub fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
+    let wait = if let Ok(secs) = text.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+        let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+        wait.to_std().unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// What the caller is told of an upstream error body: its text, with the key scrubbed
+/// out before it is shortened, so a key cut in half cannot slip through.
+fn upstream_message(body: &[u8], status: StatusCode, key: &str) -> String {
+    shorten(scrub(&error_text(body, status), key), 1024)
 }
 
 /// The human text of an error body: FastAPI `detail` (string, list or object),
@@ -384,12 +398,11 @@ fn error_text(body: &[u8], status: StatusCode) -> String {
             .unwrap_or_else(|| json.to_string()),
         Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
     };
-    let text = if text.is_empty() {
+    if text.is_empty() {
         status.canonical_reason().unwrap_or("no message").to_owned()
     } else {
         text
-    };
-    shorten(text, 1024)
+    }
 }
 
 fn describe_json(value: &serde_json::Value) -> String {
@@ -472,10 +485,16 @@ mod tests {
         let past = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+        let absurd = HeaderValue::from_static("10000000000000000000");
+        assert_eq!(parse_retry_after(&absurd), Some(MAX_RETRY_AFTER));
     }
 
     #[test]
     fn echoed_keys_are_scrubbed() {
         assert_eq!(scrub("bad key sk_live_1234", "sk_live_1234"), "bad key ***");
+        // A key echoed across the length limit is scrubbed whole, not cut in half.
+        let body = format!(r#"{{"detail": "{}sk_live_1234"}}"#, "x".repeat(1020));
+        let message = upstream_message(body.as_bytes(), StatusCode::BAD_REQUEST, "sk_live_1234");
+        assert!(!message.contains("sk_l"), "{message}");
     }
 }

@@ -70,7 +70,8 @@ pub async fn execute(
     let mut accepted = 0;
     for chunk in plan.chunks {
         let size = chunk.len();
-        if let Err(cause) = client.add_requests(batch_id, chunk, ctx).await {
+        let chunk_ctx = ctx.with_deadline(ctx.deadline.renewed());
+        if let Err(cause) = client.add_requests(batch_id, chunk, &chunk_ctx).await {
             if calls == 1 {
                 return Err(cause);
             }

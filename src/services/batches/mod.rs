@@ -15,7 +15,6 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::context::CallContext;
-use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
 use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
@@ -264,7 +263,6 @@ impl BatchService for BatchesService {
             request.batch_id,
             self.config.results_chunk_bytes,
         );
-        let call_timeout = self.config.upstream_timeout;
         let stream = async_stream::try_stream! {
             let mut seen = HashSet::new();
             let mut page = first;
@@ -283,7 +281,7 @@ impl BatchService for BatchesService {
                 if next.is_empty() {
                     break;
                 }
-                let page_ctx = ctx.with_deadline(Deadline::after(call_timeout));
+                let page_ctx = ctx.with_deadline(ctx.deadline.renewed());
                 page = xai.list_results(&batch_id, limit, Some(&next), &page_ctx).await.map_err(Status::from)?.body;
             }
         };

@@ -19,12 +19,12 @@ use crate::upstream::xai::XaiClient;
 /// The hub of xAI batch watches.
 pub type BatchWatchHub = Arc<MemoryHub<WatchState<Batch>>>;
 
-/// Why a batch is done, or UNSPECIFIED while it is not (xAI's own SDK rule: nothing
-/// pending and at least one request; or cancelled, by the caller or by xAI; or expired).
+/// Why a batch is done, or UNSPECIFIED while it is not. xAI's own SDK rule: nothing
+/// pending, and either at least one request or the batch ended (cancelled, by the caller
+/// or by xAI). A cancel is not done while requests are still pending: live, counters
+/// kept moving after one. An expired batch is done whatever its counters say, since
+/// nothing changes after expiry.
 pub fn done_reason(batch: &Batch, now: &prost_types::Timestamp) -> DoneReason {
-    if batch.cancel_time.is_some() || batch.cancel_by_xai_message.is_some() {
-        return DoneReason::Cancelled;
-    }
     if batch
         .expire_time
         .as_ref()
@@ -32,9 +32,20 @@ pub fn done_reason(batch: &Batch, now: &prost_types::Timestamp) -> DoneReason {
     {
         return DoneReason::Expired;
     }
-    match &batch.state {
-        Some(s) if s.num_pending == 0 && s.num_requests > 0 => DoneReason::Completed,
-        _ => DoneReason::Unspecified,
+    let (requests, pending) = batch
+        .state
+        .as_ref()
+        .map_or((0, 0), |s| (s.num_requests, s.num_pending));
+    if pending > 0 {
+        return DoneReason::Unspecified;
+    }
+    if batch.cancel_time.is_some() || batch.cancel_by_xai_message.is_some() {
+        return DoneReason::Cancelled;
+    }
+    if requests > 0 {
+        DoneReason::Completed
+    } else {
+        DoneReason::Unspecified
     }
 }
 
@@ -144,9 +155,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(done_reason(&finished, &now), DoneReason::Completed);
-        let cancelled = Batch {
+        let cancelling = Batch {
             cancel_time: Some(ts(900)),
             state: state(5, 3),
+            ..Default::default()
+        };
+        assert_eq!(
+            done_reason(&cancelling, &now),
+            DoneReason::Unspecified,
+            "still pending"
+        );
+        let cancelled = Batch {
+            cancel_time: Some(ts(900)),
+            state: state(5, 0),
             ..Default::default()
         };
         assert_eq!(done_reason(&cancelled, &now), DoneReason::Cancelled);
