@@ -78,6 +78,8 @@ pub enum Error {
         upstream: UpstreamId,
         /// What failed (no secrets).
         detail: String,
+        /// Whether a connection was made, so the request may have been sent.
+        connected: bool,
     },
     /// The upstream answered 2xx with a body that is not what its API documents.
     #[error("{} sent an unexpected response (HTTP {status}): {detail}", upstream.provider)]
@@ -165,6 +167,20 @@ impl Error {
             Error::UpstreamUnreachable { .. } | Error::Unavailable(_) => Code::Unavailable,
             Error::UpstreamProtocol { .. } | Error::Internal(_) => Code::Internal,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        }
+    }
+
+    /// True when an upstream may have acted on the request this error ended: the
+    /// answer that would say so was lost (our deadline, a connection that broke after
+    /// it was made, a proxy's or server's 5xx, a 2xx we could not read). A refusal
+    /// (4xx), a 503 and a request that never left are definite: nothing was done.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Error::Upstream(f) => f.status >= 500 && !matches!(f.status, 501 | 503),
+            Error::UpstreamUnreachable { connected, .. } => *connected,
+            Error::UpstreamProtocol { status, .. } => (200..300).contains(status),
+            Error::DeadlineExceeded { upstream } => upstream.is_some(),
+            _ => false,
         }
     }
 

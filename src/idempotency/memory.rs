@@ -1,26 +1,32 @@
-//! The in-process idempotency store: a moka cache with a TTL, whose `try_get_with`
-//! coalesces concurrent creates for one key into a single evaluation.
+//! The in-process idempotency store: a moka cache with a TTL holding, per key, the one
+//! create that runs for it (detached, so a caller that leaves cannot cancel it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use moka::future::Cache;
+use moka::ops::compute::Op;
 
 use super::{IdempotencyStore, Outcome};
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone)]
-struct Entry {
+/// The create of one key: its content's fingerprint and its (shared) result.
+#[derive(Clone)]
+struct Slot {
+    /// Tells this slot from a later one under the same key.
+    serial: u64,
     fingerprint: String,
-    id: String,
+    result: Shared<BoxFuture<'static, Result<String>>>,
 }
 
 /// Request ids remembered in this process for `ttl`.
 #[derive(Clone)]
 pub struct MemoryIdempotency {
-    cache: Cache<String, Entry>,
+    cache: Cache<String, Slot>,
+    serials: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemoryIdempotency {
@@ -31,6 +37,46 @@ impl MemoryIdempotency {
                 .time_to_live(ttl)
                 .max_capacity(capacity)
                 .build(),
+            serials: Arc::default(),
+        }
+    }
+
+    /// Starts `create` on its own task. A create that certainly did not happen (the
+    /// upstream refused it, or it never left) frees its key so the caller can retry
+    /// with the same request id; any other outcome stays, successes and doubts alike.
+    fn start(
+        &self,
+        key: String,
+        fingerprint: String,
+        create: BoxFuture<'static, Result<String>>,
+    ) -> Slot {
+        let serial = self.serials.fetch_add(1, Ordering::Relaxed);
+        let cache = self.cache.clone();
+        let task = tokio::spawn(async move {
+            let result = create.await;
+            if let Err(error) = &result
+                && !error.outcome_unknown()
+            {
+                cache
+                    .entry(key)
+                    .and_compute_with(|slot| async move {
+                        match slot {
+                            Some(slot) if slot.value().serial == serial => Op::Remove,
+                            _ => Op::Nop,
+                        }
+                    })
+                    .await;
+            }
+            result
+        });
+        let result = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("the create task failed: {e}"))))
+        };
+        Slot {
+            serial,
+            fingerprint,
+            result: result.boxed().shared(),
         }
     }
 }
@@ -43,30 +89,32 @@ impl IdempotencyStore for MemoryIdempotency {
         fingerprint: String,
         create: BoxFuture<'static, Result<String>>,
     ) -> Result<Outcome> {
-        let created_here = Arc::new(AtomicBool::new(false));
-        let flag = created_here.clone();
-        let first_fingerprint = fingerprint.clone();
-        let entry = self
+        let created_here = AtomicBool::new(false);
+        let slot = self
             .cache
-            .try_get_with(key, async move {
-                flag.store(true, Ordering::SeqCst);
-                let id = create.await?;
-                Ok::<_, Error>(Entry {
-                    fingerprint: first_fingerprint,
-                    id,
-                })
+            .get_with(key.clone(), async {
+                created_here.store(true, Ordering::SeqCst);
+                self.start(key, fingerprint.clone(), create)
             })
-            .await
-            .map_err(|shared: Arc<Error>| (*shared).clone())?;
-        if entry.fingerprint != fingerprint {
+            .await;
+        if slot.fingerprint != fingerprint {
             return Err(Error::FailedPrecondition(
                 "request_id was already used for a different request; use a new request_id".into(),
             ));
         }
-        Ok(Outcome {
-            id: entry.id,
-            replayed: !created_here.load(Ordering::SeqCst),
-        })
+        let replayed = !created_here.load(Ordering::SeqCst);
+        match slot.result.await {
+            Ok(id) => Ok(Outcome { id, replayed }),
+            // The first call was told what happened; a retry learns that the create
+            // may exist, so that it does not make a second one under a new id unawares.
+            Err(error) if replayed && error.outcome_unknown() => {
+                Err(Error::FailedPrecondition(format!(
+                    "an earlier create with this request_id ended without a clear answer ({error}); it may \
+                 have been created upstream: list to check before creating again with a new request_id"
+                )))
+            }
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -153,6 +201,81 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(other.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(creates.load(Ordering::SeqCst), 1);
+    }
+
+    fn failing_create(
+        counter: Arc<AtomicUsize>,
+        error: Error,
+    ) -> BoxFuture<'static, Result<String>> {
+        Box::pin(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Err(error)
+        })
+    }
+
+    #[tokio::test]
+    async fn a_create_that_may_have_happened_is_never_run_again() {
+        let store = MemoryIdempotency::new(Duration::from_secs(60), 100);
+        let creates = Arc::new(AtomicUsize::new(0));
+        let lost_answer = Error::DeadlineExceeded {
+            upstream: Some(crate::error::UpstreamId {
+                provider: "sutro",
+                host: "h".into(),
+            }),
+        };
+        let first = store
+            .run_once(
+                "t:k".into(),
+                "fp".into(),
+                failing_create(creates.clone(), lost_answer),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(first.code(), tonic::Code::DeadlineExceeded);
+        let retry = store
+            .run_once(
+                "t:k".into(),
+                "fp".into(),
+                counting_create(creates.clone(), "job-2"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(retry.code(), tonic::Code::FailedPrecondition, "{retry}");
+        assert!(retry.to_string().contains("may"), "{retry}");
+        assert_eq!(creates.load(Ordering::SeqCst), 1, "no second create");
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_leaves_does_not_cancel_the_create() {
+        let store = MemoryIdempotency::new(Duration::from_secs(60), 100);
+        let creates = Arc::new(AtomicUsize::new(0));
+        let leaving = store.run_once(
+            "t:k".into(),
+            "fp".into(),
+            counting_create(creates.clone(), "job-1"),
+        );
+        // The caller gives up long before the 50 ms create is done.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(5), leaving)
+                .await
+                .is_err()
+        );
+        let retry = store
+            .run_once(
+                "t:k".into(),
+                "fp".into(),
+                counting_create(creates.clone(), "job-2"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            retry,
+            Outcome {
+                id: "job-1".into(),
+                replayed: true
+            }
+        );
         assert_eq!(creates.load(Ordering::SeqCst), 1);
     }
 }

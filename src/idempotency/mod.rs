@@ -8,7 +8,8 @@ pub use memory::MemoryIdempotency;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use crate::error::Result;
+use crate::deadline::Deadline;
+use crate::error::{Error, Result, UpstreamId};
 
 /// The store key of a caller's request id: per provider and tenant, never raw keys.
 pub fn key(provider: &str, tenant: &str, request_id: &str) -> String {
@@ -27,6 +28,27 @@ pub struct Outcome {
     pub id: String,
     /// True when this call replayed an earlier one instead of creating.
     pub replayed: bool,
+}
+
+/// Runs a keyed create through `store`, the caller waiting until `deadline`. The
+/// create itself is bounded by its own context (the services give it the configured
+/// upstream bound, not the caller's deadline) and runs on after the caller gives up,
+/// so that a retry with the same request id learns how it ended.
+pub async fn create_once(
+    store: &dyn IdempotencyStore,
+    key: String,
+    fingerprint: String,
+    deadline: Deadline,
+    upstream: &UpstreamId,
+    create: BoxFuture<'static, Result<String>>,
+) -> Result<Outcome> {
+    tokio::time::timeout_at(deadline.at(), store.run_once(key, fingerprint, create))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::DeadlineExceeded {
+                upstream: Some(upstream.clone()),
+            })
+        })
 }
 
 /// Runs a create at most once per key.

@@ -315,6 +315,7 @@ impl UpstreamHttp {
         Error::UpstreamUnreachable {
             upstream: self.id.clone(),
             detail,
+            connected: !error.is_connect(),
         }
     }
 }

@@ -169,7 +169,7 @@ impl SutroClient {
                 match chunk {
                     Ok(chunk) => buffer.extend_from_slice(&chunk),
                     Err(e) => {
-                        yield Err(Error::UpstreamUnreachable { upstream: upstream.clone(), detail: format!("progress stream broke: {e}") });
+                        yield Err(Error::UpstreamUnreachable { upstream: upstream.clone(), detail: format!("progress stream broke: {e}"), connected: true });
                         return;
                     }
                 }
@@ -188,6 +188,11 @@ impl SutroClient {
             }
         };
         Ok(Box::pin(lines))
+    }
+
+    /// Which upstream this is.
+    pub fn upstream(&self) -> &crate::error::UpstreamId {
+        self.http.id()
     }
 
     /// An error for a 2xx answer whose content is not what Sutro documents.

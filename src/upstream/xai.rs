@@ -25,6 +25,11 @@ impl XaiClient {
         })
     }
 
+    /// Which upstream this is.
+    pub fn upstream(&self) -> &crate::error::UpstreamId {
+        self.http.id()
+    }
+
     /// `POST /v1/batches`. Never retried: a lost answer may still have created a batch.
     pub async fn create_batch(
         &self,

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::context::CallContext;
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
 use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
@@ -95,14 +96,23 @@ impl BatchService for BatchesService {
             }
             .encode_to_vec(),
         );
-        let (xai, create_ctx) = (self.xai.clone(), ctx.clone());
+        let xai = self.xai.clone();
+        let create_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
         let create = Box::pin(async move {
             let reply = xai
                 .create_batch(&request.name, request.input_file_id.as_deref(), &create_ctx)
                 .await?;
             Ok(reply.body.batch_id)
         });
-        let outcome = self.idempotency.run_once(key, fingerprint, create).await?;
+        let outcome = idempotency::create_once(
+            self.idempotency.as_ref(),
+            key,
+            fingerprint,
+            ctx.deadline,
+            self.xai.upstream(),
+            create,
+        )
+        .await?;
         // Answer with the batch as it is now, whether just created or replayed.
         let reply = self.xai.batch(&outcome.id, &ctx).await?;
         Ok(respond(

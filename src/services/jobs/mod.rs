@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::context::CallContext;
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
 use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
@@ -101,11 +102,20 @@ impl JobService for JobsService {
         let key = idempotency::key("sutro", &ctx.caller.tenant, &request.request_id);
         let fingerprint = idempotency::fingerprint(body.to_string().as_bytes());
         let sutro = self.sutro.clone();
+        let create_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
         let create = Box::pin(async move {
-            let reply = sutro.create_job(body, &ctx).await?;
+            let reply = sutro.create_job(body, &create_ctx).await?;
             created_id(&sutro, &reply.body)
         });
-        let outcome = self.idempotency.run_once(key, fingerprint, create).await?;
+        let outcome = idempotency::create_once(
+            self.idempotency.as_ref(),
+            key,
+            fingerprint,
+            ctx.deadline,
+            self.sutro.upstream(),
+            create,
+        )
+        .await?;
         Ok(Response::new(pb::CreateJobResponse {
             job_id: outcome.id,
             message: if outcome.replayed {
