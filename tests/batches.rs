@@ -497,3 +497,47 @@ async fn each_chunk_of_a_large_add_gets_the_full_upstream_bound() {
         5
     );
 }
+
+#[tokio::test]
+async fn an_upstream_page_too_large_for_one_message_is_split_across_pages() {
+    let mut app = spawn_app().await;
+    let batch_id = new_batch(&mut app, "large answers").await;
+    // The simulator echoes each prompt: six results of about 1 MiB, one upstream page.
+    let prompt = |i: usize| format!("{i}{}", "x".repeat(1024 * 1024));
+    add(
+        &mut app,
+        &batch_id,
+        (0..6)
+            .map(|i| chat(Some(format!("big-{i}")), &prompt(i)))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    watch_to_end(&mut app, &batch_id).await;
+
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut token = String::new();
+    loop {
+        let page = app
+            .batches
+            .list_batch_results(pb::ListBatchResultsRequest {
+                batch_id: batch_id.clone(),
+                page_size: 100,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("every page fits in 4 MiB")
+            .into_inner();
+        pages += 1;
+        ids.extend(page.results.iter().map(|r| r.batch_request_id.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(pages >= 2, "{pages} page(s)");
+    let expected: Vec<_> = (0..6).map(|i| format!("big-{i}")).collect();
+    assert_eq!(ids, expected, "each result once, in order");
+    assert_eq!(app.sim.calls("GET /v1/batches/{batch_id}/results"), pages);
+}

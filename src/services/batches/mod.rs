@@ -2,6 +2,7 @@
 //! `XaiClient`, and translates the answers; large adds are split, creates made idempotent.
 
 mod add;
+mod paging;
 mod translate;
 mod validate;
 mod watch;
@@ -229,24 +230,31 @@ impl BatchService for BatchesService {
         let ctx = self.context(&request)?;
         let request = request.into_inner();
         validate::page(&request.batch_id, request.page_size, &request.page_token)?;
+        let start = paging::parse(&request.page_token);
+        let limit = start.limit.unwrap_or(page_size(request.page_size, 100));
         let reply = self
             .xai
-            .list_results(
-                &request.batch_id,
-                page_size(request.page_size, 100),
-                page_token(&request.page_token),
-                &ctx,
-            )
+            .list_results(&request.batch_id, limit, start.upstream, &ctx)
             .await?;
+        let mut results: Vec<_> = reply
+            .body
+            .results
+            .into_iter()
+            .skip(start.skip)
+            .map(result_to_proto)
+            .collect();
+        // An upstream page too large for one message goes out in parts.
+        let fit = paging::fitting(&results)?;
+        let next_page_token = if fit < results.len() {
+            paging::resume(start.upstream, limit, start.skip + fit)
+        } else {
+            next_token(reply.body.pagination_token)
+        };
+        results.truncate(fit);
         Ok(respond(
             pb::ListBatchResultsResponse {
-                results: reply
-                    .body
-                    .results
-                    .into_iter()
-                    .map(result_to_proto)
-                    .collect(),
-                next_page_token: next_token(reply.body.pagination_token),
+                results,
+                next_page_token,
             },
             reply.request_id.as_deref(),
         ))
