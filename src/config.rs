@@ -89,6 +89,11 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
 
+    /// Largest upstream JSON answer read into memory, in bytes; a larger one (a huge
+    /// results body) is refused with a pointer to GetJobResultsUrl [default: 536870912].
+    #[arg(long, env = "BATCHGATE_MAX_UPSTREAM_BODY_BYTES")]
+    pub max_upstream_body_bytes: Option<usize>,
+
     /// Target size of one GetJobResults message, in bytes; never above 4 MiB [default: 1048576].
     #[arg(long, env = "BATCHGATE_RESULTS_CHUNK_BYTES")]
     pub results_chunk_bytes: Option<usize>,
@@ -149,6 +154,7 @@ impl ConfigLayer {
             watch_min_interval_ms,
             watch_max_secs,
             max_request_bytes,
+            max_upstream_body_bytes,
             results_chunk_bytes,
             idempotency_ttl_secs,
             drain_timeout_ms,
@@ -212,6 +218,8 @@ pub struct Config {
     pub watch_max: Duration,
     /// Largest gRPC request accepted.
     pub max_request_bytes: usize,
+    /// Largest upstream JSON answer read into memory.
+    pub max_upstream_body_bytes: usize,
     /// Target GetJobResults message size.
     pub results_chunk_bytes: usize,
     /// How long request ids are remembered.
@@ -289,6 +297,7 @@ impl Config {
             watch_min_interval: ms(layer.watch_min_interval_ms.unwrap_or(100)),
             watch_max: Duration::from_secs(layer.watch_max_secs.unwrap_or(48 * 3600)),
             max_request_bytes: layer.max_request_bytes.unwrap_or(64 * 1024 * 1024),
+            max_upstream_body_bytes: layer.max_upstream_body_bytes.unwrap_or(512 * 1024 * 1024),
             results_chunk_bytes,
             idempotency_ttl: Duration::from_secs(layer.idempotency_ttl_secs.unwrap_or(86_400)),
             drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),

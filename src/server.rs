@@ -65,8 +65,10 @@ impl App {
             (Some(sutro), Some(xai)) => (sutro.clone(), xai.clone()),
             _ => return Err(ServeError::Setup("an upstream URL is missing".into())),
         };
-        let sutro = SutroClient::new(sutro_url, config.retry).map_err(setup)?;
-        let xai = XaiClient::new(xai_url, config.retry).map_err(setup)?;
+        let sutro = SutroClient::new(sutro_url, config.retry, config.max_upstream_body_bytes)
+            .map_err(setup)?;
+        let xai =
+            XaiClient::new(xai_url, config.retry, config.max_upstream_body_bytes).map_err(setup)?;
 
         let stop = CancellationToken::new();
         let idempotency: Arc<dyn IdempotencyStore> =

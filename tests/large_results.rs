@@ -76,3 +76,54 @@ async fn a_hundred_thousand_rows_stream_in_chunks_under_4_mib() {
     assert_eq!(next_index, ROWS as i64);
     assert!(chunks > 1, "{chunks} chunk(s)");
 }
+
+#[tokio::test]
+async fn results_larger_than_the_gateway_reads_point_to_the_download_url() {
+    let mut app = spawn_app_with(SimConfig::fast(), |s| {
+        s.max_upstream_body_bytes = Some(64 * 1024);
+    })
+    .await;
+    let values = (0..2_000).map(|i| format!("row {i}")).collect();
+    let job_id = app
+        .jobs
+        .create_job(pb::CreateJobRequest {
+            model: "gpt-oss-20b".into(),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+                values,
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut watch = app
+        .jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while watch.message().await.unwrap().is_some() {}
+
+    let mut jobs = app.jobs.clone();
+    let results = async move {
+        let request = pb::GetJobResultsRequest {
+            job_id,
+            ..Default::default()
+        };
+        jobs.get_job_results(request)
+            .await?
+            .into_inner()
+            .message()
+            .await
+    };
+    let err = results.await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("GetJobResultsUrl"),
+        "{}",
+        err.message()
+    );
+}

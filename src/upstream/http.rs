@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -97,6 +97,7 @@ pub struct UpstreamHttp {
     id: UpstreamId,
     scheme: AuthScheme,
     retry: RetryPolicy,
+    max_body_bytes: usize,
 }
 
 /// Installs the process-wide TLS crypto provider (ring) once; reqwest needs one.
@@ -112,6 +113,7 @@ impl UpstreamHttp {
         base: Url,
         scheme: AuthScheme,
         retry: RetryPolicy,
+        max_body_bytes: usize,
     ) -> Result<Self> {
         install_crypto_provider();
         let client = reqwest::Client::builder()
@@ -132,6 +134,7 @@ impl UpstreamHttp {
             id,
             scheme,
             retry,
+            max_body_bytes,
         })
     }
 
@@ -156,10 +159,7 @@ impl UpstreamHttp {
                 let response = self.send_once(call, ctx).await?;
                 let status = response.status();
                 let request_id = upstream_request_id(response.headers());
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| self.transport_error(&e))?;
+                let body = self.read_body(response).await?;
                 Ok((status, request_id, body))
             })
             .await?;
@@ -169,6 +169,36 @@ impl UpstreamHttp {
             detail,
         })?;
         Ok(Reply { body, request_id })
+    }
+
+    /// Reads a JSON answer into memory, refusing one over `max_body_bytes` before it
+    /// is read whole (Sutro sends a job's results as one body, whatever their size).
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes> {
+        let too_large = |size: u64| {
+            Error::FailedPrecondition(format!(
+                "{}'s answer is {size} bytes or more, over the {} bytes the gateway reads into \
+                 memory; for job results use GetJobResultsUrl",
+                self.id.provider, self.max_body_bytes
+            ))
+        };
+        if let Some(size) = response
+            .content_length()
+            .filter(|&n| n > self.max_body_bytes as u64)
+        {
+            return Err(too_large(size));
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(&e))?
+        {
+            if body.len() + chunk.len() > self.max_body_bytes {
+                return Err(too_large((body.len() + chunk.len()) as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// Sends `call` and returns the 2xx response with its body unread, for streams.

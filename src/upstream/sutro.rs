@@ -38,7 +38,7 @@ pub struct ResultsOptions {
 
 impl SutroClient {
     /// A client of the deployment at `base` (a normalized `<origin>/v1/` URL).
-    pub fn new(base: Url, retry: RetryPolicy) -> Result<Self> {
+    pub fn new(base: Url, retry: RetryPolicy, max_body_bytes: usize) -> Result<Self> {
         if is_retired_sutro_host(&base) {
             tracing::warn!(
                 host = base.host_str(),
@@ -46,7 +46,7 @@ impl SutroClient {
             );
         }
         Ok(Self {
-            http: UpstreamHttp::new("sutro", base, AuthScheme::Key, retry)?,
+            http: UpstreamHttp::new("sutro", base, AuthScheme::Key, retry, max_body_bytes)?,
         })
     }
 

@@ -19,9 +19,9 @@ pub struct XaiClient {
 
 impl XaiClient {
     /// A client of the API at `base` (a normalized `<origin>/v1/` URL).
-    pub fn new(base: Url, retry: RetryPolicy) -> Result<Self> {
+    pub fn new(base: Url, retry: RetryPolicy, max_body_bytes: usize) -> Result<Self> {
         Ok(Self {
-            http: UpstreamHttp::new("xai", base, AuthScheme::Bearer, retry)?,
+            http: UpstreamHttp::new("xai", base, AuthScheme::Bearer, retry, max_body_bytes)?,
         })
     }
 
