@@ -541,3 +541,48 @@ async fn an_upstream_page_too_large_for_one_message_is_split_across_pages() {
     assert_eq!(ids, expected, "each result once, in order");
     assert_eq!(app.sim.calls("GET /v1/batches/{batch_id}/results"), pages);
 }
+
+#[tokio::test]
+async fn a_result_over_4_mib_is_named_in_a_clear_error() {
+    let mut app = spawn_app().await;
+    let batch_id = new_batch(&mut app, "one huge answer").await;
+    let huge = "y".repeat(5 * 1024 * 1024);
+    add(
+        &mut app,
+        &batch_id,
+        vec![chat(Some("huge-1".into()), &huge)],
+    )
+    .await
+    .unwrap();
+    watch_to_end(&mut app, &batch_id).await;
+
+    let mut batches = app.batches.clone();
+    let id = batch_id.clone();
+    let streamed = async move {
+        let request = pb::StreamBatchResultsRequest {
+            batch_id: id,
+            upstream_page_size: 0,
+        };
+        batches
+            .stream_batch_results(request)
+            .await?
+            .into_inner()
+            .message()
+            .await
+    };
+    let err = streamed.await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("huge-1"), "{}", err.message());
+
+    let err = app
+        .batches
+        .list_batch_results(pb::ListBatchResultsRequest {
+            batch_id,
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("huge-1"), "{}", err.message());
+}

@@ -29,6 +29,24 @@ pub fn chunk_by<T>(
     groups
 }
 
+/// `message`, unless it is over what one gRPC message carries. A chunk is over only
+/// when a single item is (it travels alone), and the transport would cut the stream
+/// with a bare OUT_OF_RANGE; this says which item instead.
+pub fn within_message_limit<M: prost::Message>(
+    message: M,
+    item: impl FnOnce(&M) -> String,
+) -> crate::error::Result<M> {
+    let size = message.encoded_len();
+    if size > crate::config::MAX_MESSAGE_BYTES {
+        return Err(crate::error::Error::FailedPrecondition(format!(
+            "{} is {size} bytes, more than one gRPC message carries ({} bytes)",
+            item(&message),
+            crate::config::MAX_MESSAGE_BYTES
+        )));
+    }
+    Ok(message)
+}
+
 /// The bytes a message adds to a `repeated` field of its parent: tag, length, body.
 pub fn repeated_field_size<M: prost::Message>(message: &M) -> usize {
     let len = message.encoded_len();

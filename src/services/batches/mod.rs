@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
 use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
 use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
-use crate::services::chunking::{chunk_by, repeated_field_size};
+use crate::services::chunking::{chunk_by, repeated_field_size, within_message_limit};
 use crate::services::jobs::ServerStream;
 use crate::services::{page_size, page_token, respond};
 use crate::upstream::xai::XaiClient;
@@ -293,7 +293,11 @@ impl BatchService for BatchesService {
                     .map(result_to_proto)
                     .collect();
                 for results in chunk_by(fresh, repeated_field_size, chunk_bytes, 0) {
-                    yield pb::StreamBatchResultsResponse { results };
+                    let chunk = pb::StreamBatchResultsResponse { results };
+                    yield within_message_limit(chunk, |c| {
+                        let id = c.results.first().map_or("", |r| r.batch_request_id.as_str());
+                        format!("the result of {id}")
+                    })?;
                 }
                 let next = next_token(page.pagination_token);
                 if next.is_empty() {

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
 use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
 use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
+use crate::services::chunking::within_message_limit;
 use crate::services::{page_size, page_token, respond};
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use results::ResultColumns;
@@ -210,7 +211,13 @@ impl JobService for JobsService {
             self.config.results_chunk_bytes,
             request.max_rows_per_chunk as usize,
         );
-        let stream = futures_util::stream::iter(chunks.into_iter().map(Ok));
+        let stream = futures_util::stream::iter(chunks.into_iter().map(|chunk| {
+            within_message_limit(chunk, |c| {
+                let index = c.rows.first().map_or(0, |r| r.index);
+                format!("result row {index}")
+            })
+            .map_err(Status::from)
+        }));
         Ok(respond(
             Box::pin(stream) as Self::GetJobResultsStream,
             reply.request_id.as_deref(),
