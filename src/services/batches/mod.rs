@@ -282,16 +282,25 @@ impl BatchService for BatchesService {
             self.config.results_chunk_bytes,
         );
         let stream = async_stream::try_stream! {
-            let mut seen = HashSet::new();
+            // Results can shift between pages while a batch runs: a result already sent
+            // on one of the last two pages is not sent again. Two pages, not the whole
+            // batch, so a stream's memory does not grow with a million-request batch.
+            let mut recent: [HashSet<String>; 2] = Default::default();
             let mut page = first;
             loop {
-                // Results can shift between pages while a batch runs: send each once.
+                let mut this_page = HashSet::new();
                 let fresh: Vec<_> = page
                     .results
                     .into_iter()
-                    .filter(|r| seen.insert(r.batch_request_id.clone()))
+                    .filter(|r| {
+                        let id = &r.batch_request_id;
+                        // Every id on the page joins the window, sent now or before.
+                        this_page.insert(id.clone()) && !recent.iter().any(|sent| sent.contains(id))
+                    })
                     .map(result_to_proto)
                     .collect();
+                recent.rotate_left(1);
+                recent[1] = this_page;
                 for results in chunk_by(fresh, repeated_field_size, chunk_bytes, 0) {
                     let chunk = pb::StreamBatchResultsResponse { results };
                     yield within_message_limit(chunk, |c| {
