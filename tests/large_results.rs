@@ -4,7 +4,7 @@ mod common;
 
 use batchgate::proto::sutro::v1 as pb;
 use batchgate::sim::SimConfig;
-use common::spawn_app_with;
+use common::{create_job, spawn_app_with, watch_job_to_end};
 use prost::Message;
 
 #[tokio::test]
@@ -18,35 +18,9 @@ async fn a_hundred_thousand_rows_stream_in_chunks_under_4_mib() {
     let values = (0..ROWS)
         .map(|i| format!("Summarise item number {i} in one sentence."))
         .collect();
-    let job_id = app
-        .jobs
-        .create_job(pb::CreateJobRequest {
-            model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
-                values,
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
-    let mut watch = app
-        .jobs
-        .watch_job(pb::WatchJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(message) = watch.message().await.unwrap() {
-        last = Some(message);
-    }
-    assert_eq!(
-        last.unwrap().progress.unwrap().status(),
-        pb::JobStatus::Succeeded
-    );
+    let job_id = create_job(&mut app, values).await;
+    let last = watch_job_to_end(&mut app, &job_id).await;
+    assert_eq!(last.progress.unwrap().status(), pb::JobStatus::Succeeded);
 
     let mut stream = app
         .jobs
@@ -84,28 +58,8 @@ async fn results_larger_than_the_gateway_reads_point_to_the_download_url() {
     })
     .await;
     let values = (0..2_000).map(|i| format!("row {i}")).collect();
-    let job_id = app
-        .jobs
-        .create_job(pb::CreateJobRequest {
-            model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
-                values,
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
-    let mut watch = app
-        .jobs
-        .watch_job(pb::WatchJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while watch.message().await.unwrap().is_some() {}
+    let job_id = create_job(&mut app, values).await;
+    watch_job_to_end(&mut app, &job_id).await;
 
     let mut jobs = app.jobs.clone();
     let results = async move {

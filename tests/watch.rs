@@ -19,19 +19,7 @@ fn slow_sim() -> SimConfig {
 }
 
 async fn create(app: &mut common::TestApp, rows: usize) -> String {
-    let values = (0..rows).map(|i| format!("prompt {i}")).collect();
-    app.jobs
-        .create_job(pb::CreateJobRequest {
-            model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
-                values,
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id
+    common::create_job(app, (0..rows).map(|i| format!("prompt {i}")).collect()).await
 }
 
 async fn collect(app: &mut common::TestApp, job_id: &str) -> Vec<pb::WatchJobResponse> {

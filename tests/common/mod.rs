@@ -105,3 +105,41 @@ pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
         .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default()
 }
+
+/// Creates a Sutro job of the given prompts; returns its id.
+pub async fn create_job(app: &mut TestApp, values: Vec<String>) -> String {
+    use batchgate::proto::sutro::v1 as pb;
+    app.jobs
+        .create_job(pb::CreateJobRequest {
+            model: "gpt-oss-20b".into(),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+                values,
+            })),
+            ..Default::default()
+        })
+        .await
+        .expect("the job is created")
+        .into_inner()
+        .job_id
+}
+
+/// Watches a job to its end; returns the last message.
+pub async fn watch_job_to_end(
+    app: &mut TestApp,
+    job_id: &str,
+) -> batchgate::proto::sutro::v1::WatchJobResponse {
+    use batchgate::proto::sutro::v1 as pb;
+    let mut watch = app
+        .jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .expect("the watch starts")
+        .into_inner();
+    let mut last = None;
+    while let Some(message) = watch.message().await.expect("the watch goes on") {
+        last = Some(message);
+    }
+    last.expect("at least one message")
+}
