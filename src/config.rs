@@ -70,8 +70,9 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_WATCH_HEARTBEAT_MS")]
     pub watch_heartbeat_ms: Option<u64>,
 
-    /// How often a watched job's status is polled when the upstream progress
-    /// stream is not open, in milliseconds [default: 5000].
+    /// How often a watched job's status is read while it waits to start or its
+    /// progress stream is silent, in milliseconds (one poller per job, whatever
+    /// the number of watchers) [default: 1000].
     #[arg(long, env = "BATCHGATE_WATCH_POLL_MS")]
     pub watch_poll_ms: Option<u64>,
 
@@ -293,7 +294,7 @@ impl Config {
                 max_delay: ms(layer.retry_max_delay_ms.unwrap_or(2_000)),
             },
             watch_heartbeat: ms(layer.watch_heartbeat_ms.unwrap_or(10_000).max(10)),
-            watch_poll: ms(layer.watch_poll_ms.unwrap_or(5_000).max(10)),
+            watch_poll: ms(layer.watch_poll_ms.unwrap_or(1_000).max(10)),
             watch_min_interval: ms(layer.watch_min_interval_ms.unwrap_or(100)),
             watch_max: Duration::from_secs(layer.watch_max_secs.unwrap_or(48 * 3600)),
             max_request_bytes: layer.max_request_bytes.unwrap_or(64 * 1024 * 1024),
