@@ -45,6 +45,15 @@ async fn wait_for_status(
     panic!("job {job_id} never reached {want:?}");
 }
 
+/// A gateway whose simulated jobs stay QUEUED for a minute.
+async fn spawn_queued_app() -> common::TestApp {
+    let sim = batchgate::sim::SimConfig {
+        queue_ms: 60_000,
+        ..batchgate::sim::SimConfig::fast()
+    };
+    spawn_app_with(sim, |_| {}).await
+}
+
 #[tokio::test]
 async fn a_job_runs_from_create_to_results() {
     let mut app = spawn_app().await;
@@ -120,14 +129,7 @@ async fn a_job_runs_from_create_to_results() {
 
 #[tokio::test]
 async fn results_of_an_unfinished_job_are_a_failed_precondition() {
-    let mut app = spawn_app_with(
-        batchgate::sim::SimConfig {
-            queue_ms: 60_000,
-            ..batchgate::sim::SimConfig::fast()
-        },
-        |_| {},
-    )
-    .await;
+    let mut app = spawn_queued_app().await;
     let created = app
         .jobs
         .create_job(create(&["x"]))
@@ -147,14 +149,7 @@ async fn results_of_an_unfinished_job_are_a_failed_precondition() {
 
 #[tokio::test]
 async fn cancel_moves_a_job_to_cancelled() {
-    let mut app = spawn_app_with(
-        batchgate::sim::SimConfig {
-            queue_ms: 60_000,
-            ..batchgate::sim::SimConfig::fast()
-        },
-        |_| {},
-    )
-    .await;
+    let mut app = spawn_queued_app().await;
     let created = app
         .jobs
         .create_job(create(&["x", "y"]))
