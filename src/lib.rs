@@ -9,6 +9,7 @@ pub mod error;
 pub mod idempotency;
 pub mod progress;
 pub mod proto;
+pub mod records;
 pub mod server;
 pub mod services;
 pub mod sim;

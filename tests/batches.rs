@@ -586,3 +586,89 @@ async fn a_result_over_4_mib_is_named_in_a_clear_error() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("huge-1"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn adds_and_cancels_answered_with_no_body_succeed() {
+    let mut app = spawn_app().await;
+    let batch_id = new_batch(&mut app, "quiet upstream").await;
+    let replies = [
+        batchgate::sim::EmptyReply::Empty,
+        batchgate::sim::EmptyReply::Object,
+        batchgate::sim::EmptyReply::NoContent,
+    ];
+    for (n, reply) in replies.into_iter().enumerate() {
+        app.sim.inject(batchgate::sim::FaultRule {
+            route: REQUESTS_ROUTE.into(),
+            times: 1,
+            fault: batchgate::sim::Fault::EmptyReply(reply),
+        });
+        let added = add(
+            &mut app,
+            &batch_id,
+            vec![chat(Some(format!("quiet-{n}")), "hello")],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{reply:?}: {e:?}"));
+        assert_eq!(added.batch_request_ids, [format!("quiet-{n}")]);
+    }
+    // The requests really were added, once each.
+    assert_eq!(
+        get_batch(&mut app, &batch_id)
+            .await
+            .state
+            .unwrap()
+            .num_requests,
+        3
+    );
+    assert_eq!(app.sim.calls(REQUESTS_ROUTE), 3);
+
+    // A cancel answered with 204 still gives the caller the cancelled batch.
+    app.sim.inject(batchgate::sim::FaultRule {
+        route: "POST /v1/batches/{batch_id}:cancel".into(),
+        times: 1,
+        fault: batchgate::sim::Fault::EmptyReply(batchgate::sim::EmptyReply::NoContent),
+    });
+    let cancelled = app
+        .batches
+        .cancel_batch(pb::CancelBatchRequest {
+            batch_id: batch_id.clone(),
+        })
+        .await
+        .expect("a cancel with no body")
+        .into_inner();
+    assert_eq!(cancelled.batch_id, batch_id);
+    assert!(cancelled.cancel_time.is_some());
+}
+
+#[tokio::test]
+async fn a_result_repeated_pages_later_is_streamed_once() {
+    let sim = SimConfig {
+        xai: XaiSimConfig {
+            repeat_first_result: true,
+            ..XaiSimConfig::fast()
+        },
+        ..SimConfig::fast()
+    };
+    let mut app = spawn_app_with(sim, |_| {}).await;
+    let batch_id = new_batch(&mut app, "shifting pages").await;
+    add(
+        &mut app,
+        &batch_id,
+        (0..50)
+            .map(|i| chat(Some(format!("r{i:02}")), "p"))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    watch_to_end(&mut app, &batch_id).await;
+    // Five pages of ten; pages two to five each repeat r00, up to four pages back.
+    let results = all_results(&mut app, &batch_id, 10).await;
+    let ids: Vec<_> = results
+        .iter()
+        .map(|r| r.batch_request_id.as_str())
+        .collect();
+    let unique: HashSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (50, 50), "{ids:?}");
+    assert_eq!(ids.iter().filter(|id| **id == "r00").count(), 1);
+    assert!(app.sim.calls("GET /v1/batches/{batch_id}/results") >= 5);
+}

@@ -89,6 +89,7 @@ async fn a_job_runs_from_create_to_results() {
             include_inputs: true,
             include_cumulative_logprobs: true,
             max_rows_per_chunk: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -486,4 +487,147 @@ async fn a_create_the_caller_gave_up_on_still_finishes_and_its_retry_gets_the_jo
         .await
         .expect("the job exists upstream");
     assert_eq!(app.sim.calls("POST /v1/batch-inference"), 1);
+}
+
+/// A gateway whose simulated Sutro adds a per-row `reasoning_tokens` column to every
+/// job's results, as Sutro has added columns before.
+async fn spawn_extra_column_app() -> common::TestApp {
+    let sim = batchgate::sim::SimConfig {
+        extra_result_columns: vec!["reasoning_tokens".into()],
+        ..batchgate::sim::SimConfig::fast()
+    };
+    spawn_app_with(sim, |_| {}).await
+}
+
+async fn all_results(
+    app: &mut common::TestApp,
+    request: pb::GetJobResultsRequest,
+) -> Result<(String, Vec<pb::ResultRow>), tonic::Status> {
+    let mut stream = app.jobs.get_job_results(request).await?.into_inner();
+    let (mut id_column_name, mut rows) = (String::new(), Vec::new());
+    while let Some(chunk) = stream.message().await? {
+        id_column_name = chunk.id_column_name;
+        rows.extend(chunk.rows);
+    }
+    Ok((id_column_name, rows))
+}
+
+fn json_of(value: &Option<prost_types::Value>) -> serde_json::Value {
+    value
+        .clone()
+        .map_or(serde_json::Value::Null, batchgate::convert::value_to_json)
+}
+
+#[tokio::test]
+async fn a_new_results_column_is_passed_through_never_taken_for_the_id() {
+    let mut app = spawn_extra_column_app().await;
+
+    // A prompts job has no id column: the new column arrives beside the output.
+    let job_id = common::create_job(&mut app, vec!["a".into(), "b".into(), "c".into()]).await;
+    wait_for_status(&mut app, &job_id, pb::JobStatus::Succeeded).await;
+    let (id_column, rows) = all_results(
+        &mut app,
+        pb::GetJobResultsRequest {
+            job_id: job_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(id_column, "");
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(row.id_column_value, None, "row {}", row.index);
+        let tokens = json_of(&row.other_columns.get("reasoning_tokens").cloned());
+        assert_eq!(tokens, serde_json::json!(1_000 + 17 * row.index));
+    }
+
+    // A URL job created through the gateway with `row_id`: the ids are row_id's.
+    let created = app
+        .jobs
+        .create_job(pb::CreateJobRequest {
+            model: "gpt-oss-20b".into(),
+            inputs: Some(Inputs::Url(pb::UrlInput {
+                url: "https://data.example/rows.csv".into(),
+                column_name: None,
+                id_column_name: Some("row_id".into()),
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for_status(&mut app, &created.job_id, pb::JobStatus::Succeeded).await;
+    let request = pb::GetJobResultsRequest {
+        job_id: created.job_id.clone(),
+        ..Default::default()
+    };
+    let (id_column, rows) = all_results(&mut app, request.clone()).await.unwrap();
+    assert_eq!(id_column, "row_id");
+    assert_eq!(rows.len(), 10);
+    for row in &rows {
+        assert_eq!(
+            json_of(&row.id_column_value),
+            serde_json::json!(row.index + 1)
+        );
+        assert_eq!(row.other_columns.len(), 1, "only the new column is other");
+        let tokens = json_of(&row.other_columns.get("reasoning_tokens").cloned());
+        assert_eq!(tokens, serde_json::json!(1_000 + 17 * row.index));
+    }
+
+    // The caller may name the id column itself; a name the results lack is refused.
+    let (id_column, rows) = all_results(
+        &mut app,
+        pb::GetJobResultsRequest {
+            id_column_name: "reasoning_tokens".into(),
+            ..request.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(id_column, "reasoning_tokens");
+    assert_eq!(json_of(&rows[2].id_column_value), serde_json::json!(1_034));
+    assert_eq!(
+        json_of(&rows[2].other_columns.get("row_id").cloned()),
+        serde_json::json!(3)
+    );
+    let err = all_results(
+        &mut app,
+        pb::GetJobResultsRequest {
+            id_column_name: "experience_id".into(),
+            ..request
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(bad_fields(&err), ["id_column_name"]);
+}
+
+#[tokio::test]
+async fn a_cancel_answered_with_no_body_is_still_a_cancel() {
+    let mut app = spawn_queued_app().await;
+    for reply in [
+        batchgate::sim::EmptyReply::Empty,
+        batchgate::sim::EmptyReply::Object,
+        batchgate::sim::EmptyReply::NoContent,
+    ] {
+        let job_id = common::create_job(&mut app, vec!["x".into()]).await;
+        app.sim.inject(batchgate::sim::FaultRule {
+            route: "GET /v1/job-cancel/{job_id}".into(),
+            times: 1,
+            fault: batchgate::sim::Fault::EmptyReply(reply),
+        });
+        let cancelled = app
+            .jobs
+            .cancel_job(pb::CancelJobRequest {
+                job_id: job_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{reply:?}: {e:?}"))
+            .into_inner();
+        assert!(cancelled.cancelled, "{reply:?}");
+        let status = wait_for_status(&mut app, &job_id, pb::JobStatus::Cancelled).await;
+        assert_eq!(status.raw_status, "CANCELLED");
+    }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use batchgate::sim::{self, Fault, FaultRule, JobOutcome, SimConfig, SimHandle};
+use batchgate::sim::{self, Fault, FaultRule, JobOutcome, RetryAfterForm, SimConfig, SimHandle};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -419,6 +419,7 @@ async fn faults_come_from_rules_and_headers_and_dropped_callers_are_counted() {
         fault: Fault::Status {
             code: 503,
             retry_after_secs: Some(3),
+            retry_after_form: RetryAfterForm::Seconds,
         },
     });
     for _ in 0..2 {
@@ -473,4 +474,84 @@ async fn faults_come_from_rules_and_headers_and_dropped_callers_are_counted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the abandoned request was not counted as dropped");
+}
+
+#[tokio::test]
+async fn uncommon_but_legal_answers_come_from_knobs_and_headers() {
+    // Jobs stay QUEUED, so a cancel always has something to do.
+    let sim = Sim::start(SimConfig {
+        queue_ms: 60_000,
+        cancel_ms: 60_000,
+        ..SimConfig::fast()
+    })
+    .await;
+
+    // Retry-After as an RFC 850 date, and as asctime, that still reads back as a wait.
+    for (form, sample) in [("rfc850", '-'), ("asctime", ' ')] {
+        let response = sim
+            .get("get-quotas")
+            .header(
+                "x-sim-fault",
+                format!("status=429;retry-after=60;retry-after-form={form}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let value = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            value.contains(sample) && value.len() > 20,
+            "{form}: {value}"
+        );
+        let at = httpdate::parse_http_date(&value).expect("an HTTP date");
+        assert!(at > std::time::SystemTime::now(), "{form}: {value}");
+    }
+
+    // The work is done, the answer has no body: 204, an empty 200, or `{}`.
+    for (reply, status, body) in [
+        ("no-content", StatusCode::NO_CONTENT, ""),
+        ("empty", StatusCode::OK, ""),
+        ("object", StatusCode::OK, "{}"),
+    ] {
+        let job_id = sim.create(&["x"]).await;
+        let response = sim
+            .get(&format!("job-cancel/{job_id}"))
+            .header("x-sim-fault", format!("reply={reply}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{reply}");
+        assert_eq!(response.text().await.unwrap(), body, "{reply}");
+        assert_eq!(
+            sim.status(&job_id).await,
+            "CANCELLING",
+            "{reply}: cancelled"
+        );
+    }
+    // An error passes unchanged.
+    let response = sim
+        .get("job-cancel/job-missing")
+        .header("x-sim-fault", "reply=no-content")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // One more per-row column beside the documented ones.
+    let sim = Sim::start(SimConfig {
+        extra_result_columns: vec!["reasoning_tokens".into()],
+        ..SimConfig::fast()
+    })
+    .await;
+    let job_id = sim.create(&["a", "b"]).await;
+    sim.wait_for(&job_id, "SUCCEEDED").await;
+    let (status, reply) = sim
+        .json(sim.post("job-results", json!({ "job_id": job_id })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["results"]["reasoning_tokens"], json!([1000, 1017]));
+    assert_eq!(reply["results"]["outputs"].as_array().unwrap().len(), 2);
 }

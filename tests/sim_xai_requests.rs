@@ -355,3 +355,43 @@ async fn results_and_metadata_page_through_every_id_once_while_requests_are_adde
         assert_eq!(status, StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn the_repeat_knob_puts_the_first_result_on_every_later_page() {
+    let sim = Sim::start(XaiSimConfig {
+        repeat_first_result: true,
+        ..XaiSimConfig::fast()
+    })
+    .await;
+    let batch_id = sim.create("repeats").await;
+    let originals: Vec<String> = (0..25).map(|i| format!("r{i:02}")).collect();
+    sim.add_ok(
+        &batch_id,
+        originals.iter().map(|id| chat(Some(id), id)).collect(),
+    )
+    .await;
+    sim.wait_until_finished(&batch_id).await;
+    let path = format!("batches/{batch_id}/results");
+    let mut pages = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut request = sim.get(&path).query(&[("limit", "10")]);
+        if let Some(token) = &token {
+            request = request.query(&[("pagination_token", token)]);
+        }
+        let (status, page) = sim.json(request).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages.push(ids(page["results"].as_array().unwrap()));
+        match page["pagination_token"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages.len(), 3);
+    assert_eq!(pages[0], originals[..10]);
+    for page in &pages[1..] {
+        assert_eq!(page[0], "r00", "{page:?}");
+    }
+    let distinct: HashSet<_> = pages.iter().flatten().collect();
+    assert_eq!(distinct.len(), 25, "nothing is lost");
+}

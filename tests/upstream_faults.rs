@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use batchgate::proto::sutro::v1 as pb;
-use batchgate::sim::{Fault, FaultRule};
+use batchgate::sim::{Fault, FaultRule, RetryAfterForm};
 use common::{spawn_app, spawn_app_with};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -18,7 +18,18 @@ fn status_fault(route: &str, times: u32, code: u16, retry_after_secs: Option<u64
         fault: Fault::Status {
             code,
             retry_after_secs,
+            retry_after_form: RetryAfterForm::Seconds,
         },
+    }
+}
+
+fn one_prompt_job() -> pb::CreateJobRequest {
+    pb::CreateJobRequest {
+        model: "gpt-oss-20b".into(),
+        inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+            values: vec!["x".into()],
+        })),
+        ..Default::default()
     }
 }
 
@@ -41,17 +52,7 @@ async fn a_create_is_never_retried_blindly() {
     let mut app = spawn_app().await;
     app.sim
         .inject(status_fault("POST /v1/batch-inference", 1, 503, None));
-    let err = app
-        .jobs
-        .create_job(pb::CreateJobRequest {
-            model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
-                values: vec!["x".into()],
-            })),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = app.jobs.create_job(one_prompt_job()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(app.sim.calls("POST /v1/batch-inference"), 1);
     let info = err
@@ -147,5 +148,38 @@ async fn server_errors_map_through_the_table() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), code, "HTTP {status}");
+    }
+}
+
+#[tokio::test]
+async fn retry_after_in_every_http_date_form_becomes_retry_info() {
+    let mut app = spawn_app().await;
+    for form in [
+        RetryAfterForm::Imf,
+        RetryAfterForm::Rfc850,
+        RetryAfterForm::Asctime,
+    ] {
+        // A create is never retried, so the 429 reaches the caller as it came.
+        app.sim.inject(FaultRule {
+            route: "POST /v1/batch-inference".into(),
+            times: 1,
+            fault: Fault::Status {
+                code: 429,
+                retry_after_secs: Some(90),
+                retry_after_form: form,
+            },
+        });
+        let err = app.jobs.create_job(one_prompt_job()).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{form:?}");
+        let delay = err
+            .get_error_details()
+            .retry_info()
+            .and_then(|r| r.retry_delay)
+            .unwrap_or_else(|| panic!("{form:?}: no RetryInfo in {err:?}"));
+        // A date has whole seconds, and the call itself takes a moment.
+        assert!(
+            delay > Duration::from_secs(85) && delay <= Duration::from_secs(90),
+            "{form:?}: {delay:?}"
+        );
     }
 }

@@ -15,7 +15,9 @@ use futures_util::StreamExt;
 use super::respond::Upstream;
 
 /// The header a caller of the simulator sets to fault one request: `status=503`,
-/// `status=429;retry-after=2`, `delay-ms=3000` or `drop-after=2` (lines of the answer).
+/// `status=429;retry-after=2` (with `;retry-after-form=rfc850`, `asctime` or `imf` for a
+/// date), `delay-ms=3000`, `drop-after=2` (lines of the answer), or `reply=empty`,
+/// `reply=object` or `reply=no-content` (the work is done, its answer has no body).
 pub const FAULT_HEADER: &str = "x-sim-fault";
 
 const DEFAULT_FAULT_STATUSES: [u16; 5] = [429, 500, 502, 503, 524];
@@ -36,6 +38,10 @@ pub struct FaultConfig {
     /// Retry-After, in seconds, on injected 429 and 503 answers.
     #[arg(long, env = "BATCHGATE_SIM_RETRY_AFTER_SECS", default_value_t = 1)]
     pub retry_after_secs: u64,
+    /// How Retry-After is written: delay-seconds, or a date in one of the three forms
+    /// RFC 9110 §5.6.7 makes every recipient accept (imf, rfc850, asctime).
+    #[arg(long, env = "BATCHGATE_SIM_RETRY_AFTER_FORM", value_enum, default_value_t = RetryAfterForm::Seconds)]
+    pub retry_after_form: RetryAfterForm,
     /// Share (0 to 1) of requests answered only after --slow-ms.
     #[arg(long, env = "BATCHGATE_SIM_SLOW_SHARE", default_value_t = 0.0)]
     pub slow_share: f64,
@@ -58,10 +64,66 @@ impl Default for FaultConfig {
             fault_share: 0.0,
             fault_statuses: DEFAULT_FAULT_STATUSES.to_vec(),
             retry_after_secs: 1,
+            retry_after_form: RetryAfterForm::Seconds,
             slow_share: 0.0,
             slow_ms: 5_000,
             drop_share: 0.0,
             drop_after_lines: 3,
+        }
+    }
+}
+
+/// How a `Retry-After` header is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RetryAfterForm {
+    /// Delay-seconds: `2`.
+    #[default]
+    Seconds,
+    /// IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    Imf,
+    /// The obsolete RFC 850 form: `Sunday, 06-Nov-94 08:49:37 GMT`.
+    Rfc850,
+    /// ANSI C's asctime() form: `Sun Nov  6 08:49:37 1994`.
+    Asctime,
+}
+
+impl RetryAfterForm {
+    fn parse(text: &str) -> Option<Self> {
+        <Self as clap::ValueEnum>::from_str(text, true).ok()
+    }
+
+    /// The header value for a wait of `secs` from now.
+    pub fn render(self, secs: u64) -> String {
+        let at = chrono::Utc::now() + chrono::Duration::seconds(secs.min(1 << 32) as i64);
+        let format = match self {
+            Self::Seconds => return secs.to_string(),
+            Self::Imf => "%a, %d %b %Y %H:%M:%S GMT",
+            Self::Rfc850 => "%A, %d-%b-%y %H:%M:%S GMT",
+            Self::Asctime => "%a %b %e %H:%M:%S %Y",
+        };
+        at.format(format).to_string()
+    }
+}
+
+/// A 2xx answer with nothing in it, as HTTP and the APIs allow where no body is
+/// documented or needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyReply {
+    /// 200 with an empty body.
+    Empty,
+    /// 200 with `{}`.
+    Object,
+    /// 204 No Content.
+    NoContent,
+}
+
+impl EmptyReply {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "empty" => Some(Self::Empty),
+            "object" => Some(Self::Object),
+            "no-content" => Some(Self::NoContent),
+            _ => None,
         }
     }
 }
@@ -73,7 +135,10 @@ pub enum Fault {
     Status {
         code: u16,
         retry_after_secs: Option<u64>,
+        retry_after_form: RetryAfterForm,
     },
+    /// Do the work, then answer a success with no content (an error stays as it is).
+    EmptyReply(EmptyReply),
     /// Answer late (a caller that gives up first is counted as dropped).
     Delay(Duration),
     /// Send the answer's first `after_lines` lines, then break the connection.
@@ -178,6 +243,7 @@ impl Faults {
             return Some(Fault::Status {
                 code,
                 retry_after_secs,
+                retry_after_form: c.retry_after_form,
             });
         }
         if c.slow_share > 0.0 && rand::random::<f64>() < c.slow_share {
@@ -200,6 +266,7 @@ impl Faults {
 pub fn parse_fault_header(text: &str) -> Option<Fault> {
     let mut status = None;
     let mut retry_after_secs = None;
+    let mut retry_after_form = RetryAfterForm::Seconds;
     let mut fault = None;
     for part in text.split([';', ',']) {
         let (key, value) = part.split_once('=')?;
@@ -207,6 +274,8 @@ pub fn parse_fault_header(text: &str) -> Option<Fault> {
         match key.trim() {
             "status" => status = value.parse().ok(),
             "retry-after" => retry_after_secs = value.parse().ok(),
+            "retry-after-form" => retry_after_form = RetryAfterForm::parse(value)?,
+            "reply" => fault = Some(Fault::EmptyReply(EmptyReply::parse(value)?)),
             "delay-ms" => fault = Some(Fault::Delay(Duration::from_millis(value.parse().ok()?))),
             "drop-after" => {
                 fault = Some(Fault::DropStream {
@@ -220,6 +289,7 @@ pub fn parse_fault_header(text: &str) -> Option<Fault> {
         .map(|code| Fault::Status {
             code,
             retry_after_secs,
+            retry_after_form,
         })
         .or(fault)
 }
@@ -242,7 +312,13 @@ pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Ne
         Some(Fault::Status {
             code,
             retry_after_secs,
-        }) => status_answer(upstream, code, retry_after_secs),
+            retry_after_form,
+        }) => status_answer(
+            upstream,
+            code,
+            retry_after_secs.map(|secs| retry_after_form.render(secs)),
+        ),
+        Some(Fault::EmptyReply(reply)) => empty_success(next.run(request).await, reply),
         Some(Fault::Delay(delay)) => {
             tokio::time::sleep(delay).await;
             next.run(request).await
@@ -292,7 +368,7 @@ fn route_label(request: &Request) -> String {
     format!("{} {matched}{suffix}", request.method())
 }
 
-fn status_answer(upstream: Upstream, code: u16, retry_after_secs: Option<u64>) -> Response {
+fn status_answer(upstream: Upstream, code: u16, retry_after: Option<String>) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = if code == 524 {
         // Cloudflare answers an origin timeout itself, with an HTML page.
@@ -307,12 +383,29 @@ fn status_answer(upstream: Upstream, code: u16, retry_after_secs: Option<u64>) -
     } else {
         upstream.error(status, format!("simulated fault: HTTP {code}"))
     };
-    if let Some(secs) = retry_after_secs {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
+}
+
+/// A success with its body taken out (an error answer passes unchanged).
+fn empty_success(response: Response, reply: EmptyReply) -> Response {
+    if !response.status().is_success() {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = match reply {
+        EmptyReply::Empty => Body::empty(),
+        EmptyReply::Object => Body::from("{}"),
+        EmptyReply::NoContent => {
+            parts.status = StatusCode::NO_CONTENT;
+            parts.headers.remove(header::CONTENT_TYPE);
+            Body::empty()
+        }
+    };
+    Response::from_parts(parts, body)
 }
 
 /// Passes the first `lines` lines of the body, then breaks the connection.
@@ -352,19 +445,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_after_dates_come_in_each_form_and_read_back() {
+        for form in [
+            RetryAfterForm::Imf,
+            RetryAfterForm::Rfc850,
+            RetryAfterForm::Asctime,
+        ] {
+            let text = form.render(120);
+            let at = httpdate::parse_http_date(&text).unwrap();
+            let wait = at.duration_since(std::time::SystemTime::now()).unwrap();
+            assert!(
+                wait.as_secs() >= 100 && wait.as_secs() <= 120,
+                "{form:?}: {text}"
+            );
+        }
+        assert!(RetryAfterForm::Rfc850.render(0).contains('-'));
+        assert_eq!(RetryAfterForm::Seconds.render(7), "7");
+    }
+
+    #[test]
     fn the_fault_header_reads_each_form() {
         assert_eq!(
             parse_fault_header("status=503"),
             Some(Fault::Status {
                 code: 503,
-                retry_after_secs: None
+                retry_after_secs: None,
+                retry_after_form: RetryAfterForm::Seconds,
             })
         );
         assert_eq!(
             parse_fault_header("status=429; retry-after=2"),
             Some(Fault::Status {
                 code: 429,
-                retry_after_secs: Some(2)
+                retry_after_secs: Some(2),
+                retry_after_form: RetryAfterForm::Seconds,
             })
         );
         assert_eq!(
@@ -375,6 +489,19 @@ mod tests {
             parse_fault_header("drop-after=2"),
             Some(Fault::DropStream { after_lines: 2 })
         );
+        assert_eq!(
+            parse_fault_header("status=429;retry-after=5;retry-after-form=rfc850"),
+            Some(Fault::Status {
+                code: 429,
+                retry_after_secs: Some(5),
+                retry_after_form: RetryAfterForm::Rfc850,
+            })
+        );
+        assert_eq!(
+            parse_fault_header("reply=no-content"),
+            Some(Fault::EmptyReply(EmptyReply::NoContent))
+        );
+        assert_eq!(parse_fault_header("reply=maybe"), None);
         assert_eq!(parse_fault_header("nonsense"), None);
         assert_eq!(parse_fault_header("status=abc"), None);
     }

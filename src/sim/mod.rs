@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{Fault, FaultConfig, FaultRule};
+pub use faults::{EmptyReply, Fault, FaultConfig, FaultRule, RetryAfterForm};
 pub use sutro::JobOutcome;
 
 use faults::Faults;
@@ -73,6 +73,14 @@ pub struct SimConfig {
     /// Rows of a job whose input is a URL (the simulator does not download it).
     #[arg(long, env = "BATCHGATE_SIM_URL_ROWS", default_value_t = DEFAULT_URL_ROWS)]
     pub url_rows: usize,
+    /// Extra per-row columns in every job's results, beside the documented ones (Sutro
+    /// has added columns before): each named column holds one number per row.
+    #[arg(
+        long,
+        env = "BATCHGATE_SIM_EXTRA_RESULT_COLUMNS",
+        value_delimiter = ','
+    )]
+    pub extra_result_columns: Vec<String>,
     /// The xAI half.
     #[command(flatten)]
     pub xai: XaiSimConfig,
@@ -92,6 +100,7 @@ impl Default for SimConfig {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             progress_ms: DEFAULT_PROGRESS_MS,
             url_rows: DEFAULT_URL_ROWS,
+            extra_result_columns: Vec::new(),
             xai: XaiSimConfig::default(),
             faults: FaultConfig::default(),
         }
@@ -110,6 +119,7 @@ impl SimConfig {
             heartbeat_ms: 100,
             progress_ms: 20,
             url_rows: DEFAULT_URL_ROWS,
+            extra_result_columns: Vec::new(),
             xai: XaiSimConfig::fast(),
             faults: FaultConfig::default(),
         }

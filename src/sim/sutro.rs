@@ -250,6 +250,7 @@ async fn job_results(State(sim): Sim, headers: HeaderMap, body: Bytes) -> Respon
     let results = job.results(
         body.include_inputs.unwrap_or(false),
         body.include_cumulative_logprobs.unwrap_or(false),
+        &sim.config.extra_result_columns,
     );
     Json(json!({ "results": results, "message": format!("Results for job {job_id} retrieved.") }))
         .into_response()

@@ -273,7 +273,12 @@ impl Job {
     }
 
     /// The column-oriented `results` object of `POST job-results`, in input order.
-    pub fn results(&self, include_inputs: bool, include_logprobs: bool) -> Value {
+    pub fn results(
+        &self,
+        include_inputs: bool,
+        include_logprobs: bool,
+        extra_columns: &[String],
+    ) -> Value {
         let sub = &self.submission;
         let mut columns = Map::new();
         let outputs = sub
@@ -297,6 +302,11 @@ impl Job {
             // Function runs (row-object inputs) carry a confidence score per row.
             let scores = (0..self.rows()).map(|i| json!(0.5 + ((i * 13) % 50) as f64 / 100.0));
             columns.insert("confidence_score".into(), scores.collect());
+        }
+        for (n, name) in extra_columns.iter().enumerate() {
+            // Values unlike any id column's 1, 2, 3…, so a test tells them apart.
+            let values = (0..self.rows()).map(|i| json!(1_000 * (n + 1) + 17 * i));
+            columns.entry(name.clone()).or_insert(values.collect());
         }
         Value::Object(columns)
     }
@@ -397,7 +407,7 @@ mod tests {
     #[test]
     fn results_are_columns_in_input_order() {
         let job = job(3, &SimConfig::fast());
-        let results = job.results(true, true);
+        let results = job.results(true, true, &[]);
         assert_eq!(
             results["inputs"],
             json!(["prompt 0", "prompt 1", "prompt 2"])

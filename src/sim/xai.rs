@@ -65,6 +65,13 @@ pub struct XaiSimConfig {
         default_value_t = DEFAULT_MAX_REQUEST_BYTES
     )]
     pub max_request_bytes: usize,
+    /// Every results page after the first repeats the batch's first result, as pages
+    /// that shift while a batch runs can (a client must send each result once).
+    #[arg(
+        long = "xai-repeat-first-result",
+        env = "BATCHGATE_SIM_XAI_REPEAT_FIRST_RESULT"
+    )]
+    pub repeat_first_result: bool,
 }
 
 impl Default for XaiSimConfig {
@@ -74,6 +81,7 @@ impl Default for XaiSimConfig {
             creates_per_second: DEFAULT_CREATES_PER_SECOND,
             add_calls_per_30s: DEFAULT_ADD_CALLS_PER_30S,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            repeat_first_result: false,
         }
     }
 }

@@ -154,21 +154,51 @@ impl UpstreamHttp {
         call: &Call,
         ctx: &CallContext,
     ) -> Result<Reply<T>> {
-        let (status, request_id, body) = self
-            .with_retries(call, ctx, || async {
-                let response = self.send_once(call, ctx).await?;
-                let status = response.status();
-                let request_id = upstream_request_id(response.headers());
-                let body = self.read_body(response).await?;
-                Ok((status, request_id, body))
-            })
-            .await?;
-        let body = decode(&body).map_err(|detail| Error::UpstreamProtocol {
+        let (status, request_id, body) = self.exchange(call, ctx).await?;
+        let body = self.decode(status, &body)?;
+        Ok(Reply { body, request_id })
+    }
+
+    /// Like [`Self::json`], for endpoints whose answer the gateway can do without: a
+    /// 2xx with no body (204, or 200 with nothing or only white space) is `None`
+    /// rather than a broken answer, so work that succeeded is never reported failed.
+    pub async fn json_or_empty<T: DeserializeOwned>(
+        &self,
+        call: &Call,
+        ctx: &CallContext,
+    ) -> Result<Reply<Option<T>>> {
+        let (status, request_id, body) = self.exchange(call, ctx).await?;
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            Some(self.decode(status, &body)?)
+        };
+        Ok(Reply { body, request_id })
+    }
+
+    /// One call, retried where safe: the 2xx status, the upstream's request id and
+    /// the body, read whole.
+    async fn exchange(
+        &self,
+        call: &Call,
+        ctx: &CallContext,
+    ) -> Result<(StatusCode, Option<String>, Bytes)> {
+        self.with_retries(call, ctx, || async {
+            let response = self.send_once(call, ctx).await?;
+            let status = response.status();
+            let request_id = upstream_request_id(response.headers());
+            let body = self.read_body(response).await?;
+            Ok((status, request_id, body))
+        })
+        .await
+    }
+
+    fn decode<T: DeserializeOwned>(&self, status: StatusCode, body: &Bytes) -> Result<T> {
+        serde_json::from_slice(body).map_err(|e| Error::UpstreamProtocol {
             upstream: self.id.clone(),
             status: status.as_u16(),
-            detail,
-        })?;
-        Ok(Reply { body, request_id })
+            detail: format!("body does not match the documented shape: {e}"),
+        })
     }
 
     /// Reads a JSON answer into memory, refusing one over `max_body_bytes` before it
@@ -370,11 +400,6 @@ impl WithoutUrlRef for reqwest::Error {
     }
 }
 
-fn decode<T: DeserializeOwned>(body: &Bytes) -> std::result::Result<T, String> {
-    serde_json::from_slice(body)
-        .map_err(|e| format!("body does not match the documented shape: {e}"))
-}
-
 fn is_retryable(error: &Error) -> bool {
     match error {
         Error::Upstream(f) => matches!(f.status, 408 | 429 | 500 | 502 | 503 | 504 | 524),
@@ -400,15 +425,16 @@ fn upstream_request_id(headers: &HeaderMap) -> Option<String> {
 /// Longest `Retry-After` taken at its word; a larger one is read as this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// `Retry-After` as delay-seconds or an HTTP date, at most a day.
+/// `Retry-After` as delay-seconds or an HTTP date in any of the three forms RFC 9110
+/// §5.6.7 obliges a recipient to accept (IMF-fixdate, RFC 850, asctime), at most a day.
 pub fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
     let wait = if let Ok(secs) = text.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
-        let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-        let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-        wait.to_std().unwrap_or(Duration::ZERO)
+        let when = httpdate::parse_http_date(text).ok()?;
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
     };
     Some(wait.min(MAX_RETRY_AFTER))
 }
@@ -513,8 +539,24 @@ mod tests {
             parse_retry_after(&HeaderValue::from_static("3")),
             Some(Duration::from_secs(3))
         );
-        let past = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
+        // RFC 9110 §5.6.7's example instant in each of its three forms.
+        for past in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            let past = HeaderValue::from_str(past).unwrap();
+            assert_eq!(parse_retry_after(&past), Some(Duration::ZERO), "{past:?}");
+        }
+        let soon = std::time::SystemTime::now() + Duration::from_secs(120);
+        let rfc850 = chrono::DateTime::<chrono::Utc>::from(soon)
+            .format("%A, %d-%b-%y %H:%M:%S GMT")
+            .to_string();
+        let wait = parse_retry_after(&HeaderValue::from_str(&rfc850).unwrap()).unwrap();
+        assert!(
+            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
         let absurd = HeaderValue::from_static("10000000000000000000");
         assert_eq!(parse_retry_after(&absurd), Some(MAX_RETRY_AFTER));

@@ -130,8 +130,17 @@ impl SutroClient {
     }
 
     /// `GET job-cancel/{id}`: asking twice is harmless, so it is retried.
+    /// A 2xx with no body accepted the cancel as surely as a documented one.
     pub async fn cancel_job(&self, job_id: &str, ctx: &CallContext) -> Result<Reply<CancelReply>> {
-        self.call(&Call::get(["job-cancel", job_id]), ctx).await
+        let reply = self
+            .http
+            .json_or_empty::<CancelReply>(&Call::get(["job-cancel", job_id]), ctx)
+            .await
+            .map_err(explain_retired_host)?;
+        Ok(Reply {
+            body: reply.body.unwrap_or_default(),
+            request_id: reply.request_id,
+        })
     }
 
     /// `GET get-quotas`.

@@ -183,12 +183,26 @@ pub struct ArtifactUrls {
 /// `GET job-cancel/{id}` answer.
 #[derive(Debug, Deserialize)]
 pub struct CancelReply {
-    /// Whether the cancel was accepted.
-    #[serde(default)]
+    /// Whether the cancel was accepted. A 2xx answer that leaves it out (`{}`, or no
+    /// body at all) accepted it: only an explicit `false` says otherwise.
+    #[serde(default = "accepted")]
     pub cancelled: bool,
     /// Sutro's message.
     #[serde(default)]
     pub message: String,
+}
+
+impl Default for CancelReply {
+    fn default() -> Self {
+        Self {
+            cancelled: accepted(),
+            message: String::new(),
+        }
+    }
+}
+
+fn accepted() -> bool {
+    true
 }
 
 /// `GET get-quotas` answer.

@@ -61,13 +61,26 @@ impl XaiClient {
     }
 
     /// `POST /v1/batches/{id}:cancel`: cancelling twice is harmless, so it is retried.
+    /// The batch is documented as the answer; an upstream that answers with no body
+    /// (204, or an empty 200) has still cancelled, so the batch is read afterwards.
     pub async fn cancel_batch(&self, batch_id: &str, ctx: &CallContext) -> Result<Reply<XaiBatch>> {
         let call = Call::post(
             ["batches".to_owned(), format!("{batch_id}:cancel")],
             json!({}),
         )
         .idempotent();
-        self.call(&call, ctx).await
+        let reply = self
+            .http
+            .json_or_empty(&call, ctx)
+            .await
+            .map_err(classify)?;
+        match reply.body {
+            Some(body) => Ok(Reply {
+                body,
+                request_id: reply.request_id,
+            }),
+            None => self.batch(batch_id, ctx).await,
+        }
     }
 
     /// `POST /v1/batches/{id}/requests`. Every request must carry its id: re-adding
@@ -77,21 +90,32 @@ impl XaiClient {
         batch_id: &str,
         requests: Vec<Value>,
         ctx: &CallContext,
-    ) -> Result<Reply<Value>> {
+    ) -> Result<Reply<()>> {
         let call = Call::post(
             ["batches", batch_id, "requests"],
             json!({ "batch_requests": requests }),
         )
         .idempotent();
-        self.call(&call, ctx).await.map_err(|error| match error {
-            // A batch that was cancelled, or sealed as file-based, takes no more
-            // requests: the caller's precondition, not a permission problem.
-            Error::Upstream(mut failure) if failure.status == 403 => {
-                failure.meaning = Some(Code::FailedPrecondition);
-                Error::Upstream(failure)
-            }
-            other => other,
-        })
+        // No answer body is documented: nothing, `{}`, 204 or a body are all success.
+        let reply = self
+            .http
+            .json_or_empty::<serde::de::IgnoredAny>(&call, ctx)
+            .await
+            .map_err(classify);
+        reply
+            .map(|r| Reply {
+                body: (),
+                request_id: r.request_id,
+            })
+            .map_err(|error| match error {
+                // A batch that was cancelled, or sealed as file-based, takes no more
+                // requests: the caller's precondition, not a permission problem.
+                Error::Upstream(mut failure) if failure.status == 403 => {
+                    failure.meaning = Some(Code::FailedPrecondition);
+                    Error::Upstream(failure)
+                }
+                other => other,
+            })
     }
 
     /// `GET /v1/batches/{id}/requests?limit&pagination_token`.

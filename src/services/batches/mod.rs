@@ -2,6 +2,7 @@
 //! `XaiClient`, and translates the answers; large adds are split, creates made idempotent.
 
 mod add;
+mod dedupe;
 mod paging;
 mod translate;
 mod validate;
@@ -26,6 +27,7 @@ use crate::services::jobs::ServerStream;
 use crate::services::{page_size, page_token, respond};
 use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
+use dedupe::SentIds;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
 use watch::{BatchWatchHub, poll_batch, watch_key, watch_message};
 
@@ -282,25 +284,17 @@ impl BatchService for BatchesService {
             self.config.results_chunk_bytes,
         );
         let stream = async_stream::try_stream! {
-            // Results can shift between pages while a batch runs: a result already sent
-            // on one of the last two pages is not sent again. Two pages, not the whole
-            // batch, so a stream's memory does not grow with a million-request batch.
-            let mut recent: [HashSet<String>; 2] = Default::default();
+            // Results can shift between pages while a batch runs: none is sent twice.
+            let mut sent = SentIds::new(dedupe::EXACT_IDS);
             let mut page = first;
             loop {
-                let mut this_page = HashSet::new();
                 let fresh: Vec<_> = page
                     .results
                     .into_iter()
-                    .filter(|r| {
-                        let id = &r.batch_request_id;
-                        // Every id on the page joins the window, sent now or before.
-                        this_page.insert(id.clone()) && !recent.iter().any(|sent| sent.contains(id))
-                    })
+                    .filter(|r| sent.first_time(&r.batch_request_id))
                     .map(result_to_proto)
                     .collect();
-                recent.rotate_left(1);
-                recent[1] = this_page;
+                sent.end_page();
                 for results in chunk_by(fresh, repeated_field_size, chunk_bytes, 0) {
                     let chunk = pb::StreamBatchResultsResponse { results };
                     yield within_message_limit(chunk, |c| {

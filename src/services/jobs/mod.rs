@@ -8,6 +8,7 @@ pub mod watch;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,10 @@ use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
 use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
-use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
+use crate::proto::sutro::v1::{
+    self as pb, create_job_request::Inputs, job_service_server::JobService,
+};
+use crate::records::{self, JobRecord, MemoryRecords, RecordStore};
 use crate::services::chunking::within_message_limit;
 use crate::services::{page_size, page_token, respond};
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
@@ -36,9 +40,14 @@ pub struct JobsService {
     sutro: SutroClient,
     config: Arc<Config>,
     idempotency: Arc<dyn IdempotencyStore>,
+    records: Arc<dyn RecordStore>,
     watches: JobWatchHub,
     shutdown: CancellationToken,
 }
+
+/// How long the gateway remembers a job's own notes (its id column): about as long as
+/// a caller may still ask for the job's results.
+const JOB_RECORD_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl JobsService {
     /// The service over `sutro`, with the given shared state.
@@ -52,6 +61,7 @@ impl JobsService {
             sutro,
             config,
             idempotency,
+            records: Arc::new(MemoryRecords::new(JOB_RECORD_TTL, 1_000_000)),
             watches: JobWatchHub::default(),
             shutdown,
         }
@@ -85,10 +95,22 @@ impl JobService for JobsService {
         let request = request.into_inner();
         validate::create_job(&request)?;
         let body = create_body(&request);
+        let record = JobRecord {
+            id_column_name: match &request.inputs {
+                Some(Inputs::Url(url)) => url.id_column_name.clone(),
+                _ => None,
+            },
+        };
+        let remember = Remember {
+            records: self.records.clone(),
+            tenant: ctx.caller.tenant.clone(),
+            record,
+        };
 
         if request.request_id.is_empty() {
             let reply = self.sutro.create_job(body, &ctx).await?;
             let job_id = created_id(&self.sutro, &reply.body)?;
+            remember.job(&job_id).await;
             let message = reply.body.message();
             return Ok(respond(
                 pb::CreateJobResponse {
@@ -106,7 +128,10 @@ impl JobService for JobsService {
         let create_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
         let create = Box::pin(async move {
             let reply = sutro.create_job(body, &create_ctx).await?;
-            created_id(&sutro, &reply.body)
+            let job_id = created_id(&sutro, &reply.body)?;
+            // Inside the detached create, so a caller that leaves cannot skip it.
+            remember.job(&job_id).await;
+            Ok(job_id)
         });
         let outcome = idempotency::create_once(
             self.idempotency.as_ref(),
@@ -205,8 +230,16 @@ impl JobService for JobsService {
             .sutro
             .job_results(&request.job_id, options, &ctx)
             .await?;
-        let columns = ResultColumns::from_json(reply.body.results)
+        let id_column = if request.id_column_name.is_empty() {
+            self.recorded_id_column(&ctx, &request.job_id).await
+        } else {
+            Some(request.id_column_name.clone())
+        };
+        let columns = ResultColumns::from_json(reply.body.results, id_column.as_deref())
             .map_err(|detail| self.sutro.protocol_error(detail))?;
+        if !request.id_column_name.is_empty() && columns.id_column_name().is_empty() {
+            return Err(validate::missing_id_column(&request.id_column_name).into());
+        }
         let chunks = columns.into_chunks(
             self.config.results_chunk_bytes,
             request.max_rows_per_chunk as usize,
@@ -361,6 +394,42 @@ impl JobService for JobsService {
             watch_message,
         );
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+impl JobsService {
+    /// The id column a job was created with through this gateway, if it had one. A
+    /// record that cannot be read only costs the id column, never the results.
+    async fn recorded_id_column(&self, ctx: &CallContext, job_id: &str) -> Option<String> {
+        let key = records::key("sutro", &ctx.caller.tenant, job_id);
+        match self.records.get(&key).await {
+            Ok(record) => record.and_then(|r| r.id_column_name),
+            Err(error) => {
+                tracing::warn!(%error, job_id, "cannot read the job's record");
+                None
+            }
+        }
+    }
+}
+
+/// What the gateway keeps of a job it creates, and for whom.
+struct Remember {
+    records: Arc<dyn RecordStore>,
+    tenant: String,
+    record: JobRecord,
+}
+
+impl Remember {
+    /// Keeps the record of the created `job_id`; a failure is logged, not returned,
+    /// because the job exists and its caller must learn its id.
+    async fn job(&self, job_id: &str) {
+        if self.record.is_empty() {
+            return;
+        }
+        let key = records::key("sutro", &self.tenant, job_id);
+        if let Err(error) = self.records.put(key, self.record.clone()).await {
+            tracing::warn!(%error, job_id, "cannot keep the job's record");
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Checks of JobService requests, run before any upstream call so that bad input
 //! costs nothing upstream and the caller learns every bad field at once.
 
-use crate::error::Result;
+use crate::error::{Error, FieldViolation, Result};
 use crate::proto::sutro::v1::{self as pb, create_job_request::Inputs};
 use crate::services::validate::{Violations, download_url};
 
@@ -10,6 +10,8 @@ const NAME_MAX_CHARS: usize = 45;
 const DESCRIPTION_MAX_CHARS: usize = 512;
 const MAX_PAGE_SIZE: i32 = 100;
 const MAX_EXPIRES_IN_SECONDS: i32 = 604_800;
+/// Longer than any real column name; keeps a bad request from carrying megabytes.
+const COLUMN_NAME_MAX_CHARS: usize = 256;
 
 pub fn job_id(id: &str) -> Result<()> {
     let mut v = Violations::new();
@@ -83,7 +85,24 @@ pub fn results(request: &pb::GetJobResultsRequest) -> Result<()> {
     if request.max_rows_per_chunk < 0 {
         v.add("max_rows_per_chunk", "must not be negative");
     }
+    v.max_chars(
+        "id_column_name",
+        Some(request.id_column_name.as_str()),
+        COLUMN_NAME_MAX_CHARS,
+    );
+    if request.id_column_name.chars().any(char::is_control) {
+        v.add("id_column_name", "must not hold control characters");
+    }
     v.finish()
+}
+
+/// The error for an `id_column_name` the job's results do not hold; found only once
+/// the results are read, it still names the caller's field.
+pub fn missing_id_column(name: &str) -> Error {
+    Error::InvalidArgument(vec![FieldViolation::new(
+        "id_column_name",
+        format!("the job's results hold no column `{name}`"),
+    )])
 }
 
 pub fn results_url(request: &pb::GetJobResultsUrlRequest) -> Result<()> {

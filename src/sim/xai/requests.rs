@@ -116,7 +116,13 @@ pub async fn list_results(
         let finished = batch
             .requests_after(page.after.as_deref())
             .filter_map(|(id, request)| Some((id, batch.result_json(id, request, now)?)));
-        let (results, token) = paging::take(finished, page.limit);
+        let (mut results, token) = paging::take(finished, page.limit);
+        if sim.config.repeat_first_result && page.after.is_some() {
+            let first = batch
+                .requests_after(None)
+                .find_map(|(id, request)| batch.result_json(id, request, now));
+            results.splice(0..0, first);
+        }
         Ok(Json(json!({ "results": results, "pagination_token": token })).into_response())
     }))
 }
