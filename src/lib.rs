@@ -11,6 +11,7 @@ pub mod progress;
 pub mod proto;
 pub mod server;
 pub mod services;
+pub mod shared_redis;
 pub mod sim;
 pub mod telemetry;
 pub mod tenant;
