@@ -6,6 +6,7 @@ mod flight;
 pub mod memory;
 pub mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::shared_redis::SharedRedis;
 
 pub use self::memory::MemoryCache;
 pub use self::redis::RedisCache;
@@ -123,8 +125,21 @@ pub trait StatusCache: Send + Sync + 'static {
     /// Stores what was just read upstream (watch pollers write what they see).
     fn put<'a>(&'a self, key: &'a str, fetched: Fetched) -> BoxFuture<'a, ()>;
 
-    /// Forgets `key` (a cancel changes the state, so the next lookup refreshes).
+    /// Forgets `key` (a cancel changes the state, so the next lookup refreshes). A
+    /// refresh already in flight may still store what it read before; other replicas'
+    /// L1 copies live out their freshness. Both are bounded by the live TTL.
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// The status cache `config` asks for: on `redis` when there is one, else in process.
+pub fn status_cache(config: &Config, redis: Option<&SharedRedis>) -> Arc<dyn StatusCache> {
+    // Snapshots are small (a status message); this bounds memory, not hit rates.
+    const MAX_ENTRIES: u64 = 100_000;
+    let policy = TtlPolicy::from_config(config);
+    match redis {
+        Some(redis) => Arc::new(RedisCache::new(redis.clone(), policy, MAX_ENTRIES)),
+        None => Arc::new(MemoryCache::new(policy, MAX_ENTRIES)),
+    }
 }
 
 #[cfg(test)]

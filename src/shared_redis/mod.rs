@@ -94,6 +94,17 @@ impl SharedRedis {
         })
     }
 
+    /// The handle `config` asks for: `None` when no Redis is configured.
+    pub fn from_config(
+        config: &crate::config::Config,
+    ) -> Result<Option<SharedRedis>, RedisSetupError> {
+        config
+            .redis
+            .as_ref()
+            .map(|target| SharedRedis::connect(target, config.redis_timeout))
+            .transpose()
+    }
+
     /// Whether the last calls reached Redis (for `/readyz` and fallbacks).
     pub fn is_up(&self) -> bool {
         self.health.is_up()
@@ -276,6 +287,20 @@ mod tests {
         let text = logs.text();
         assert_eq!(text.matches("Redis is unreachable").count(), 1, "{text}");
         assert!(!text.contains("pw_never_shown"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn rediss_urls_use_our_rustls_provider() {
+        // No TLS server here: what matters is that building the TLS client does not
+        // panic for want of a process-wide crypto provider, and fails like any outage.
+        let url = format!("rediss://:pw@127.0.0.1:{}", closed_port());
+        let redis = SharedRedis::connect(&target(&url), Duration::from_millis(200)).unwrap();
+        assert!(!redis.ping().await);
+        assert!(
+            SharedRedis::from_config(&crate::config::Config::embedded())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

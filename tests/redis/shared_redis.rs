@@ -1,5 +1,6 @@
 //! The Redis handle against a real server: passwords, and Redis going and coming back.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use batchgate::shared_redis::{RedisTarget, SharedRedis};
@@ -42,8 +43,29 @@ async fn a_password_url_connects_and_a_wrong_one_never_shows_it() {
     assert!(!redis.is_up());
 }
 
+/// Collects the log lines written while a test runs.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn the_handle_reconnects_by_itself_after_redis_restarts() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let mut server = RedisServer::start();
     let redis = SharedRedis::connect(&target(&server.url()), Duration::from_millis(250)).unwrap();
     assert!(redis.ping().await);
@@ -58,4 +80,11 @@ async fn the_handle_reconnects_by_itself_after_redis_restarts() {
         .await
         .unwrap();
     assert_eq!(set, "OK");
+    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert_eq!(logs.matches("Redis is unreachable").count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("Redis is reachable again").count(),
+        1,
+        "{logs}"
+    );
 }
