@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use batchgate::cache::{Fetched, Outcome, RedisCache, Refresh, StatusCache, TtlPolicy};
+use batchgate::error::Error;
 use batchgate::shared_redis::{RedisTarget, SharedRedis};
 use bytes::Bytes;
 use futures_util::FutureExt;
+use tonic::Code;
 
 use crate::common::redis::{RedisCluster, RedisServer};
 use crate::shared_redis::{target, wait_until_up};
@@ -142,6 +144,66 @@ async fn a_stale_entry_is_served_while_one_background_refresh_runs() {
         upstream.calls(),
         2,
         "one background refresh for ten stale reads"
+    );
+}
+
+/// How many GETs the server has answered.
+async fn gets_served(redis: &SharedRedis) -> u64 {
+    let stats: String = redis
+        .query(redis::cmd("INFO").arg("commandstats"))
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_hot_key_costs_no_redis_round_trip_while_fresh() {
+    let server = RedisServer::start();
+    let cache = replica(&target(&server.url()));
+    let upstream = Upstream::default();
+    cache
+        .get_or_refresh(KEY, upstream.read("v1", true))
+        .await
+        .unwrap();
+    let stats = SharedRedis::connect(&target(&server.url()), Duration::from_millis(250)).unwrap();
+    let before = gets_served(&stats).await;
+    for _ in 0..100 {
+        let hit = cache
+            .get_or_refresh(KEY, upstream.read("x", true))
+            .await
+            .unwrap();
+        assert_eq!(hit.outcome, Outcome::Hit);
+    }
+    assert_eq!(gets_served(&stats).await, before);
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_refresh_keeps_its_status_and_frees_the_lock_for_others() {
+    let server = RedisServer::start();
+    let (a, b) = (
+        replica(&target(&server.url())),
+        replica(&target(&server.url())),
+    );
+    let failing: Refresh = async { Err(Error::Unavailable("upstream is down".into())) }.boxed();
+    let error = a.get_or_refresh(KEY, failing).await.unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable);
+    // B does not wait out A's lock (300 ms): A gave it back when its refresh failed.
+    let upstream = Upstream::default();
+    let started = Instant::now();
+    let lookup = b
+        .get_or_refresh(KEY, upstream.read("v1", false))
+        .await
+        .unwrap();
+    assert_eq!(lookup.outcome, Outcome::Miss);
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
     );
 }
 
