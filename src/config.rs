@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::shared_redis::RedisTarget;
 use crate::tenant::Secret;
 use crate::upstream::base_url::normalize_base_url;
 
@@ -114,6 +115,47 @@ pub struct ConfigLayer {
     /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`. Unset: no export.
     #[arg(long, env = "BATCHGATE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+
+    /// Redis for state shared by replicas: `redis://[:password@]host[:port][/db]`, or
+    /// `rediss://…` for TLS. Unset (and no cluster nodes): in-process state only,
+    /// so run one replica. Never logged.
+    #[arg(long, env = "BATCHGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis Cluster seed nodes, comma-separated `host:port` or `redis[s]://` URLs (a
+    /// password goes in each URL); instead of `redis_url`. Never logged.
+    #[arg(long, env = "BATCHGATE_REDIS_CLUSTER_NODES", hide_env_values = true)]
+    pub redis_cluster_nodes: Option<String>,
+
+    /// Bound on any one Redis call, in milliseconds; past it the gateway goes on without
+    /// Redis (reads go upstream) [default: 250].
+    #[arg(long, env = "BATCHGATE_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
+
+    /// How long a running or queued status is served from the cache, in milliseconds
+    /// [default: 1000].
+    #[arg(long, env = "BATCHGATE_CACHE_LIVE_TTL_MS")]
+    pub cache_live_ttl_ms: Option<u64>,
+
+    /// How long a terminal status is served from the cache, in seconds [default: 3600].
+    #[arg(long, env = "BATCHGATE_CACHE_FINAL_TTL_SECS")]
+    pub cache_final_ttl_secs: Option<u64>,
+
+    /// How long a credential the upstream accepted is trusted for cached answers, in
+    /// seconds; a key revoked upstream stops getting them within this time [default: 60].
+    #[arg(long, env = "BATCHGATE_AUTH_TTL_SECS")]
+    pub auth_ttl_secs: Option<u64>,
+
+    /// Lifetime of the Redis lease that elects the one replica watching a resource
+    /// upstream, in milliseconds; renewed at a third of it, taken over when it lapses
+    /// [default: 5000].
+    #[arg(long, env = "BATCHGATE_WATCH_LEASE_MS")]
+    pub watch_lease_ms: Option<u64>,
+
+    /// How long an upstream watcher keeps going after the last subscriber in the
+    /// cluster left, in milliseconds [default: 5000].
+    #[arg(long, env = "BATCHGATE_WATCH_GRACE_MS")]
+    pub watch_grace_ms: Option<u64>,
 }
 
 /// How log lines are written.
@@ -161,6 +203,14 @@ impl ConfigLayer {
             drain_timeout_ms,
             log_format,
             otlp_endpoint,
+            redis_url,
+            redis_cluster_nodes,
+            redis_timeout_ms,
+            cache_live_ttl_ms,
+            cache_final_ttl_secs,
+            auth_ttl_secs,
+            watch_lease_ms,
+            watch_grace_ms,
         )
     }
 
@@ -231,6 +281,20 @@ pub struct Config {
     pub log_format: LogFormat,
     /// OTLP endpoint.
     pub otlp_endpoint: Option<String>,
+    /// Redis for shared state; `None`: in-process backends.
+    pub redis: Option<RedisTarget>,
+    /// Bound on one Redis call.
+    pub redis_timeout: Duration,
+    /// Cache freshness of running or queued states.
+    pub cache_live_ttl: Duration,
+    /// Cache freshness of terminal states.
+    pub cache_final_ttl: Duration,
+    /// How long a credential's validity is cached.
+    pub auth_ttl: Duration,
+    /// Lifetime of the upstream-watcher lease.
+    pub watch_lease: Duration,
+    /// How long a watcher outlives its last subscriber.
+    pub watch_grace: Duration,
 }
 
 /// The largest message the gateway ever sends (gRPC's common default receive limit).
@@ -267,6 +331,11 @@ impl Config {
                 MAX_MESSAGE_BYTES / 2
             )));
         }
+        let redis = RedisTarget::from_settings(
+            layer.redis_url.as_deref(),
+            layer.redis_cluster_nodes.as_deref(),
+        )
+        .map_err(ConfigError)?;
         let retry_max_attempts = layer.retry_max_attempts.unwrap_or(4);
         if retry_max_attempts == 0 {
             return Err(ConfigError("retry_max_attempts must be at least 1".into()));
@@ -304,6 +373,14 @@ impl Config {
             drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),
             log_format: layer.log_format.unwrap_or_default(),
             otlp_endpoint: layer.otlp_endpoint.filter(|e| !e.is_empty()),
+            redis,
+            redis_timeout: ms(layer.redis_timeout_ms.unwrap_or(250).max(1)),
+            cache_live_ttl: ms(layer.cache_live_ttl_ms.unwrap_or(1_000)),
+            cache_final_ttl: Duration::from_secs(layer.cache_final_ttl_secs.unwrap_or(3_600)),
+            auth_ttl: Duration::from_secs(layer.auth_ttl_secs.unwrap_or(60)),
+            // A lease shorter than a few Redis round trips would lapse while renewed.
+            watch_lease: ms(layer.watch_lease_ms.unwrap_or(5_000).max(100)),
+            watch_grace: ms(layer.watch_grace_ms.unwrap_or(5_000)),
         })
     }
 
@@ -355,5 +432,31 @@ mod tests {
         })
         .unwrap();
         assert!(!format!("{config:?}").contains("sk_live_secret"));
+    }
+
+    #[test]
+    fn redis_settings_resolve_with_defaults_and_hide_passwords() {
+        let config = Config::embedded();
+        assert_eq!(config.redis, None);
+        assert_eq!(config.redis_timeout, Duration::from_millis(250));
+        assert_eq!(config.cache_live_ttl, Duration::from_secs(1));
+        assert_eq!(config.cache_final_ttl, Duration::from_secs(3_600));
+        assert_eq!(config.auth_ttl, Duration::from_secs(60));
+
+        let file: ConfigLayer =
+            toml::from_str("redis_url = \"rediss://:redis_pw_secret@cache.internal:6380\"\nwatch_lease_ms = 3000\n")
+                .unwrap();
+        let config = Config::resolve(file).unwrap();
+        assert!(matches!(config.redis, Some(RedisTarget::Single(ref u)) if u.is_tls()));
+        assert_eq!(config.watch_lease, Duration::from_secs(3));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("redis_pw_secret"), "{shown}");
+
+        let both = ConfigLayer {
+            redis_url: Some("redis://a:1".into()),
+            redis_cluster_nodes: Some("b:1,c:1".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(both).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! batchgate: one gRPC endpoint for batch LLM inference on Sutro jobs and xAI batches.
 //! The binary in `main.rs` only parses the command line and calls into this library.
 
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod convert;
@@ -12,6 +13,7 @@ pub mod proto;
 pub mod records;
 pub mod server;
 pub mod services;
+pub mod shared_redis;
 pub mod sim;
 pub mod telemetry;
 pub mod tenant;

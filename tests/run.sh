@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: sets up what the tests need (a Python venv
-# for the interop clients), checks formatting and lints, then runs every test.
+# The whole test suite, from a fresh clone: sets up what the tests need (redis-server, a
+# Python venv for the interop clients), checks formatting and lints, then runs every test.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -11,6 +11,22 @@ if ! command -v cargo >/dev/null; then
   echo "tests/run.sh: cargo is not installed; install Rust from https://rustup.rs" >&2
   exit 1
 fi
+
+step "redis-server and redis-cli (the Redis tests start their own, on free ports)"
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "redis-server or redis-cli is missing: installing redis-server and redis-tools with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq redis-server redis-tools </dev/null
+    # The package starts a system Redis on 6379; the tests never use it, so stop it.
+    service redis-server stop >/dev/null 2>&1 || true
+  else
+    echo "tests/run.sh: redis-server is not installed; install it (apt-get install redis-server redis-tools, brew install redis)" >&2
+    exit 1
+  fi
+fi
+redis-server --version
 
 step "Python interop environment (tests/interop/setup.sh)"
 bash tests/interop/setup.sh

@@ -2,6 +2,8 @@
 //! real tonic client over TCP. Every test gets its own pair, so tests never share state.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,90 @@
+//! Single-flight: at most one refresh per key per replica at a time; every concurrent
+//! lookup of the key awaits the same one. Refreshes run as tasks, so they always finish.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+
+use super::entry::Entry;
+use crate::error::{Error, Result};
+
+/// What a flight produced: the entry, and whether it was found in the shared cache
+/// (another replica refreshed it) rather than read upstream by this flight.
+#[derive(Debug, Clone)]
+pub(crate) struct Filled {
+    pub(crate) entry: Entry,
+    pub(crate) from_cache: bool,
+}
+
+/// A flight in progress, awaited by any number of lookups. The gateway's `Error` is
+/// `Clone`, so every waiter gets the refresh's own error, status code and details intact.
+pub(crate) type Flight = Shared<BoxFuture<'static, Result<Filled>>>;
+
+/// The flights in progress on this replica, by key.
+#[derive(Default)]
+pub(crate) struct Flights {
+    in_progress: Mutex<HashMap<String, (u64, Flight)>>,
+    next_id: AtomicU64,
+}
+
+impl Flights {
+    /// Joins the flight for `key`, or starts `work` as that flight.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        key: &str,
+        work: impl FnOnce() -> BoxFuture<'static, Result<Filled>>,
+    ) -> Flight {
+        let mut in_progress = self
+            .in_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, flight)) = in_progress.get(key) {
+            return flight.clone();
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let work = work();
+        let flights = Arc::clone(self);
+        let owned_key = key.to_string();
+        // A task, not a future polled by the callers: if they all leave (deadline,
+        // disconnect), the upstream answer already paid for still fills the cache.
+        let task = tokio::spawn(async move {
+            let filled = work.await;
+            // The cache is written by `work`, so a lookup arriving after this sees it.
+            flights.finish(&owned_key, id);
+            filled
+        });
+        let flight = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("cache refresh task failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        in_progress.insert(key.to_string(), (id, flight.clone()));
+        flight
+    }
+
+    /// Forgets the flight of `key`, so the next lookup starts a new one (after a cancel).
+    pub(crate) fn forget(&self, key: &str) {
+        self.in_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
+    fn finish(&self, key: &str, id: u64) {
+        let mut in_progress = self
+            .in_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Only our own flight: a `forget` may have let a newer one start meanwhile.
+        if in_progress
+            .get(key)
+            .is_some_and(|(current, _)| *current == id)
+        {
+            in_progress.remove(key);
+        }
+    }
+}
