@@ -11,11 +11,6 @@ use sha2::{Digest, Sha256};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result, UpstreamId};
 
-/// The store key of a caller's request id: per provider and tenant, never raw keys.
-pub fn key(provider: &str, tenant: &str, request_id: &str) -> String {
-    format!("{provider}:{tenant}:{request_id}")
-}
-
 /// A fingerprint of a request's content, to catch a request id reused for other content.
 pub fn fingerprint(content: &[u8]) -> String {
     hex::encode(Sha256::digest(content))

@@ -19,6 +19,7 @@ use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
+use crate::keys::{ResourceKey, kind};
 use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
 use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
 use crate::services::chunking::{chunk_by, repeated_field_size, within_message_limit};
@@ -27,7 +28,7 @@ use crate::services::{page_size, page_token, respond};
 use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
-use watch::{BatchWatchHub, poll_batch, watch_key, watch_message};
+use watch::{BatchWatchHub, poll_batch, watch_message};
 
 /// Everything the xAI service needs, shared by all calls.
 #[derive(Clone)]
@@ -89,7 +90,12 @@ impl BatchService for BatchesService {
                 reply.request_id.as_deref(),
             ));
         }
-        let key = idempotency::key("xai", &ctx.caller.tenant, &request.request_id);
+        let key = ResourceKey::new(
+            ctx.caller.tenant.clone(),
+            self.xai.upstream().provider,
+            kind::IDEMPOTENCY,
+            request.request_id.clone(),
+        );
         let fingerprint = idempotency::fingerprint(
             &pb::CreateBatchRequest {
                 request_id: String::new(),
@@ -107,7 +113,7 @@ impl BatchService for BatchesService {
         });
         let outcome = idempotency::create_once(
             self.idempotency.as_ref(),
-            key,
+            key.to_string(),
             fingerprint,
             ctx.deadline,
             self.xai.upstream(),
@@ -332,11 +338,16 @@ impl BatchService for BatchesService {
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
         let timing = WatchTiming::from_config(&self.config);
-        let key = watch_key(&ctx.caller.tenant, &batch_id);
+        let key = ResourceKey::new(
+            ctx.caller.tenant.clone(),
+            self.xai.upstream().provider,
+            kind::WATCH,
+            batch_id.clone(),
+        );
         let xai = self.xai.clone();
         let mut rx = self
             .watches
-            .subscribe(&key, WatchState::Connecting, move |tx| {
+            .subscribe(&key.to_string(), WatchState::Connecting, move |tx| {
                 poll_batch(xai, ctx, batch_id, timing, tx)
             });
         first_state(&mut rx).await?;

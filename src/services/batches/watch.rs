@@ -112,11 +112,6 @@ pub fn watch_message(
     }
 }
 
-/// The hub key of a watch: tenants never share a poller.
-pub fn watch_key(tenant: &str, batch_id: &str) -> String {
-    format!("xai:{tenant}:{batch_id}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
+use crate::keys::{ResourceKey, kind};
 use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
 use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
 use crate::services::chunking::within_message_limit;
@@ -25,7 +26,7 @@ use crate::services::{page_size, page_token, respond};
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use results::ResultColumns;
 use translate::{create_body, failure_reason, job_to_proto, parse_status};
-use watch::{JobWatchHub, poll_job, watch_key, watch_message};
+use watch::{JobWatchHub, poll_job, watch_message};
 
 /// A server stream of gRPC messages.
 pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -100,7 +101,12 @@ impl JobService for JobsService {
             ));
         }
 
-        let key = idempotency::key("sutro", &ctx.caller.tenant, &request.request_id);
+        let key = ResourceKey::new(
+            ctx.caller.tenant.clone(),
+            self.sutro.upstream().provider,
+            kind::IDEMPOTENCY,
+            request.request_id,
+        );
         let fingerprint = idempotency::fingerprint(body.to_string().as_bytes());
         let sutro = self.sutro.clone();
         let create_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
@@ -110,7 +116,7 @@ impl JobService for JobsService {
         });
         let outcome = idempotency::create_once(
             self.idempotency.as_ref(),
-            key,
+            key.to_string(),
             fingerprint,
             ctx.deadline,
             self.sutro.upstream(),
@@ -345,11 +351,16 @@ impl JobService for JobsService {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let key = watch_key(&ctx.caller.tenant, &job_id);
+        let key = ResourceKey::new(
+            ctx.caller.tenant.clone(),
+            self.sutro.upstream().provider,
+            kind::WATCH,
+            job_id.clone(),
+        );
         let (sutro, timing) = (self.sutro.clone(), self.timing());
         let mut rx = self
             .watches
-            .subscribe(&key, WatchState::Connecting, move |tx| {
+            .subscribe(&key.to_string(), WatchState::Connecting, move |tx| {
                 poll_job(sutro, ctx, job_id, timing, tx)
             });
         first_state(&mut rx).await?;

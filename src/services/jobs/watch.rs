@@ -291,11 +291,6 @@ impl Poller {
     }
 }
 
-/// The hub key of a watch: tenants never share a poller (each uses its own key).
-pub fn watch_key(tenant: &str, job_id: &str) -> String {
-    format!("sutro:{tenant}:{job_id}")
-}
-
 /// The hub of Sutro job watches.
 pub type JobWatchHub = Arc<crate::progress::MemoryHub<JobWatchState>>;
 
