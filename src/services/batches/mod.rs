@@ -20,15 +20,15 @@ use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
 use crate::keys::{ResourceKey, kind};
-use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
+use crate::progress::{MemoryHub, ProgressHub, WatchTiming, first_state, watcher_stream};
 use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
 use crate::services::chunking::{chunk_by, repeated_field_size, within_message_limit};
 use crate::services::jobs::ServerStream;
-use crate::services::{page_size, page_token, respond};
+use crate::services::{page_size, page_token};
 use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
-use watch::{BatchWatchHub, poll_batch, watch_message};
+use watch::{poll_batch, watch_message};
 
 /// Everything the xAI service needs, shared by all calls.
 #[derive(Clone)]
@@ -36,7 +36,7 @@ pub struct BatchesService {
     xai: XaiClient,
     config: Arc<Config>,
     idempotency: Arc<dyn IdempotencyStore>,
-    watches: BatchWatchHub,
+    watches: Arc<dyn ProgressHub<pb::Batch>>,
     shutdown: CancellationToken,
 }
 
@@ -52,7 +52,7 @@ impl BatchesService {
             xai,
             config,
             idempotency,
-            watches: BatchWatchHub::default(),
+            watches: Arc::new(MemoryHub::default()),
             shutdown,
         }
     }
@@ -85,10 +85,7 @@ impl BatchService for BatchesService {
                 .xai
                 .create_batch(&request.name, request.input_file_id.as_deref(), &ctx)
                 .await?;
-            return Ok(respond(
-                batch_to_proto(reply.body),
-                reply.request_id.as_deref(),
-            ));
+            return Ok(reply.map(batch_to_proto).into_response());
         }
         let key = ResourceKey::new(
             ctx.caller.tenant.clone(),
@@ -122,10 +119,7 @@ impl BatchService for BatchesService {
         .await?;
         // Answer with the batch as it is now, whether just created or replayed.
         let reply = self.xai.batch(&outcome.id, &ctx).await?;
-        Ok(respond(
-            batch_to_proto(reply.body),
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply.map(batch_to_proto).into_response())
     }
 
     async fn get_batch(
@@ -136,10 +130,7 @@ impl BatchService for BatchesService {
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
         let reply = self.xai.batch(&batch_id, &ctx).await?;
-        Ok(respond(
-            batch_to_proto(reply.body),
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply.map(batch_to_proto).into_response())
     }
 
     async fn list_batches(
@@ -157,13 +148,12 @@ impl BatchService for BatchesService {
                 &ctx,
             )
             .await?;
-        Ok(respond(
-            pb::ListBatchesResponse {
-                batches: reply.body.batches.into_iter().map(batch_to_proto).collect(),
-                next_page_token: next_token(reply.body.pagination_token),
-            },
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply
+            .map(|body| pb::ListBatchesResponse {
+                batches: body.batches.into_iter().map(batch_to_proto).collect(),
+                next_page_token: next_token(body.pagination_token),
+            })
+            .into_response())
     }
 
     async fn cancel_batch(
@@ -174,10 +164,7 @@ impl BatchService for BatchesService {
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
         let reply = self.xai.cancel_batch(&batch_id, &ctx).await?;
-        Ok(respond(
-            batch_to_proto(reply.body),
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply.map(batch_to_proto).into_response())
     }
 
     async fn add_batch_requests(
@@ -213,20 +200,19 @@ impl BatchService for BatchesService {
                 &ctx,
             )
             .await?;
-        let batch_request_metadata = reply
-            .body
-            .batch_request_metadata
-            .into_iter()
-            .filter(|m| wanted.is_empty() || wanted.contains(&i32::from(parse_state(&m.state))))
-            .map(metadata_to_proto)
-            .collect();
-        Ok(respond(
-            pb::ListBatchRequestMetadataResponse {
-                batch_request_metadata,
-                next_page_token: next_token(reply.body.pagination_token),
-            },
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply
+            .map(|body| pb::ListBatchRequestMetadataResponse {
+                batch_request_metadata: body
+                    .batch_request_metadata
+                    .into_iter()
+                    .filter(|m| {
+                        wanted.is_empty() || wanted.contains(&i32::from(parse_state(&m.state)))
+                    })
+                    .map(metadata_to_proto)
+                    .collect(),
+                next_page_token: next_token(body.pagination_token),
+            })
+            .into_response())
     }
 
     async fn list_batch_results(
@@ -242,28 +228,27 @@ impl BatchService for BatchesService {
             .xai
             .list_results(&request.batch_id, limit, start.upstream, &ctx)
             .await?;
-        let mut results: Vec<_> = reply
-            .body
-            .results
-            .into_iter()
-            .skip(start.skip)
-            .map(result_to_proto)
-            .collect();
-        // An upstream page too large for one message goes out in parts.
-        let fit = paging::fitting(&results)?;
-        let next_page_token = if fit < results.len() {
-            paging::resume(start.upstream, limit, start.skip + fit)
-        } else {
-            next_token(reply.body.pagination_token)
-        };
-        results.truncate(fit);
-        Ok(respond(
-            pb::ListBatchResultsResponse {
+        let reply = reply.try_map(|body| {
+            let mut results: Vec<_> = body
+                .results
+                .into_iter()
+                .skip(start.skip)
+                .map(result_to_proto)
+                .collect();
+            // An upstream page too large for one message goes out in parts.
+            let fit = paging::fitting(&results)?;
+            let next_page_token = if fit < results.len() {
+                paging::resume(start.upstream, limit, start.skip + fit)
+            } else {
+                next_token(body.pagination_token)
+            };
+            results.truncate(fit);
+            Ok::<_, Error>(pb::ListBatchResultsResponse {
                 results,
                 next_page_token,
-            },
-            reply.request_id.as_deref(),
-        ))
+            })
+        })?;
+        Ok(reply.into_response())
     }
 
     type StreamBatchResultsStream = ServerStream<pb::StreamBatchResultsResponse>;
@@ -345,11 +330,10 @@ impl BatchService for BatchesService {
             batch_id.clone(),
         );
         let xai = self.xai.clone();
-        let mut rx = self
-            .watches
-            .subscribe(&key.to_string(), WatchState::Connecting, move |tx| {
-                poll_batch(xai, ctx, batch_id, timing, tx)
-            });
+        let mut rx = self.watches.subscribe(
+            &key,
+            Box::new(move |publisher| Box::pin(poll_batch(xai, ctx, batch_id, timing, publisher))),
+        );
         first_state(&mut rx).await?;
         let stream = watcher_stream(
             rx,

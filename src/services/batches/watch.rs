@@ -1,23 +1,16 @@
 //! WatchBatch: one poller per (tenant, batch) reads the batch's counters; watchers get
 //! the snapshot, each change, heartbeats, and a final message once the batch is done.
 
-use std::sync::Arc;
-
-use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
-use tonic::Status;
 
 use super::translate::batch_to_proto;
 use crate::context::CallContext;
 use crate::convert::now_timestamp;
 use crate::deadline::Deadline;
 use crate::error::Error;
-use crate::progress::{EventKind, MemoryHub, WatchState, WatchTiming, publish};
+use crate::progress::{EventKind, Publisher, WatchTiming};
 use crate::proto::xai::v1::{Batch, DoneReason, WatchBatchResponse, WatchEventKind};
 use crate::upstream::xai::XaiClient;
-
-/// The hub of xAI batch watches.
-pub type BatchWatchHub = Arc<MemoryHub<WatchState<Batch>>>;
 
 /// Why a batch is done, or UNSPECIFIED while it is not. xAI's own SDK rule: nothing
 /// pending, and either at least one request or the batch ended (cancelled, by the caller
@@ -56,7 +49,7 @@ pub async fn poll_batch(
     ctx: CallContext,
     batch_id: String,
     timing: WatchTiming,
-    tx: watch::Sender<WatchState<Batch>>,
+    publisher: Publisher<Batch>,
 ) {
     let started = Instant::now();
     let mut first = true;
@@ -66,7 +59,7 @@ pub async fn poll_batch(
             Ok(reply) => {
                 let batch = batch_to_proto(reply.body);
                 let done = done_reason(&batch, &now_timestamp()) != DoneReason::Unspecified;
-                publish(&tx, batch, done);
+                publisher.publish(batch, done);
                 if done {
                     return;
                 }
@@ -77,15 +70,13 @@ pub async fn poll_batch(
                 tracing::debug!(%error, batch_id, "batch poll failed; will retry");
             }
             Err(error) => {
-                let _ = tx.send(WatchState::Failed(Status::from(error)));
+                publisher.fail(error);
                 return;
             }
         }
         first = false;
         if started.elapsed() > timing.max {
-            let _ = tx.send(WatchState::Failed(Status::from(Error::DeadlineExceeded {
-                upstream: None,
-            })));
+            publisher.fail(Error::DeadlineExceeded { upstream: None });
             return;
         }
         sleep(timing.poll).await;

@@ -19,14 +19,14 @@ use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, IdempotencyStore};
 use crate::keys::{ResourceKey, kind};
-use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
+use crate::progress::{MemoryHub, ProgressHub, WatchTiming, first_state, watcher_stream};
 use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
 use crate::services::chunking::within_message_limit;
-use crate::services::{page_size, page_token, respond};
+use crate::services::{page_size, page_token};
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use results::ResultColumns;
 use translate::{create_body, failure_reason, job_to_proto, parse_status};
-use watch::{JobWatchHub, poll_job, watch_message};
+use watch::{poll_job, watch_message};
 
 /// A server stream of gRPC messages.
 pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -37,7 +37,7 @@ pub struct JobsService {
     sutro: SutroClient,
     config: Arc<Config>,
     idempotency: Arc<dyn IdempotencyStore>,
-    watches: JobWatchHub,
+    watches: Arc<dyn ProgressHub<pb::JobProgress>>,
     shutdown: CancellationToken,
 }
 
@@ -53,7 +53,7 @@ impl JobsService {
             sutro,
             config,
             idempotency,
-            watches: JobWatchHub::default(),
+            watches: Arc::new(MemoryHub::default()),
             shutdown,
         }
     }
@@ -90,15 +90,13 @@ impl JobService for JobsService {
         if request.request_id.is_empty() {
             let reply = self.sutro.create_job(body, &ctx).await?;
             let job_id = created_id(&self.sutro, &reply.body)?;
-            let message = reply.body.message();
-            return Ok(respond(
-                pb::CreateJobResponse {
+            return Ok(reply
+                .map(|body| pb::CreateJobResponse {
                     job_id,
-                    message,
+                    message: body.message(),
                     replayed: false,
-                },
-                reply.request_id.as_deref(),
-            ));
+                })
+                .into_response());
         }
 
         let key = ResourceKey::new(
@@ -142,20 +140,20 @@ impl JobService for JobsService {
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
         let reply = self.sutro.job_status(&job_id, &ctx).await?;
-        let raw_status = reply.body.status_of(&job_id).ok_or_else(|| {
-            self.sutro
-                .protocol_error("job_status names no status for this job")
-        })?;
-        Ok(respond(
-            pb::GetJobStatusResponse {
+        let reply = reply.try_map(|body| {
+            let raw_status = body.status_of(&job_id).ok_or_else(|| {
+                self.sutro
+                    .protocol_error("job_status names no status for this job")
+            })?;
+            Ok::<_, Error>(pb::GetJobStatusResponse {
                 status: parse_status(&raw_status).into(),
                 raw_status,
-                failure_reason: failure_reason(reply.body.failure_reason()),
-                message: reply.body.message(),
+                failure_reason: failure_reason(body.failure_reason()),
+                message: body.message(),
                 job_id,
-            },
-            reply.request_id.as_deref(),
-        ))
+            })
+        })?;
+        Ok(reply.into_response())
     }
 
     async fn get_job(
@@ -166,10 +164,7 @@ impl JobService for JobsService {
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
         let reply = self.sutro.job(&job_id, &ctx).await?;
-        Ok(respond(
-            job_to_proto(reply.body),
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply.map(job_to_proto).into_response())
     }
 
     async fn list_jobs(
@@ -185,13 +180,12 @@ impl JobService for JobsService {
             .sutro
             .list_jobs(limit, page_token(&request.page_token), &ctx)
             .await?;
-        Ok(respond(
-            pb::ListJobsResponse {
-                jobs: reply.body.jobs.into_iter().map(job_to_proto).collect(),
-                next_page_token: reply.body.next_cursor.unwrap_or_default(),
-            },
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply
+            .map(|body| pb::ListJobsResponse {
+                jobs: body.jobs.into_iter().map(job_to_proto).collect(),
+                next_page_token: body.next_cursor.unwrap_or_default(),
+            })
+            .into_response())
     }
 
     type GetJobResultsStream = ServerStream<pb::GetJobResultsResponse>;
@@ -211,23 +205,23 @@ impl JobService for JobsService {
             .sutro
             .job_results(&request.job_id, options, &ctx)
             .await?;
-        let columns = ResultColumns::from_json(reply.body.results)
+        let columns = reply
+            .try_map(|body| ResultColumns::from_json(body.results))
             .map_err(|detail| self.sutro.protocol_error(detail))?;
-        let chunks = columns.into_chunks(
-            self.config.results_chunk_bytes,
-            request.max_rows_per_chunk as usize,
-        );
-        let stream = futures_util::stream::iter(chunks.into_iter().map(|chunk| {
-            within_message_limit(chunk, |c| {
-                let index = c.rows.first().map_or(0, |r| r.index);
-                format!("result row {index}")
+        let chunk_bytes = self.config.results_chunk_bytes;
+        Ok(columns
+            .map(|columns| {
+                let chunks = columns.into_chunks(chunk_bytes, request.max_rows_per_chunk as usize);
+                let stream = futures_util::stream::iter(chunks.into_iter().map(|chunk| {
+                    within_message_limit(chunk, |c| {
+                        let index = c.rows.first().map_or(0, |r| r.index);
+                        format!("result row {index}")
+                    })
+                    .map_err(Status::from)
+                }));
+                Box::pin(stream) as Self::GetJobResultsStream
             })
-            .map_err(Status::from)
-        }));
-        Ok(respond(
-            Box::pin(stream) as Self::GetJobResultsStream,
-            reply.request_id.as_deref(),
-        ))
+            .into_response())
     }
 
     async fn get_job_results_url(
@@ -251,9 +245,8 @@ impl JobService for JobsService {
             .sutro
             .results_url(&request.job_id, format, options, expires, &ctx)
             .await?;
-        let body = reply.body;
-        Ok(respond(
-            pb::GetJobResultsUrlResponse {
+        Ok(reply
+            .map(|body| pb::GetJobResultsUrlResponse {
                 job_id: if body.job_id.is_empty() {
                     request.job_id
                 } else {
@@ -271,9 +264,8 @@ impl JobService for JobsService {
                 }),
                 get_url: body.urls.get,
                 head_url: body.urls.head,
-            },
-            reply.request_id.as_deref(),
-        ))
+            })
+            .into_response())
     }
 
     async fn cancel_job(
@@ -284,13 +276,12 @@ impl JobService for JobsService {
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
         let reply = self.sutro.cancel_job(&job_id, &ctx).await?;
-        Ok(respond(
-            pb::CancelJobResponse {
-                cancelled: reply.body.cancelled,
-                message: reply.body.message,
-            },
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply
+            .map(|body| pb::CancelJobResponse {
+                cancelled: body.cancelled,
+                message: body.message,
+            })
+            .into_response())
     }
 
     async fn get_quotas(
@@ -299,22 +290,21 @@ impl JobService for JobsService {
     ) -> Result<Response<pb::GetQuotasResponse>, Status> {
         let ctx = self.context(&request)?;
         let reply = self.sutro.quotas(&ctx).await?;
-        let quotas = reply
-            .body
-            .quotas
-            .into_iter()
-            .enumerate()
-            .map(|(index, q)| pb::Quota {
-                // The CLI treats the list index as the priority when none is given.
-                priority: q.priority.unwrap_or(index as i64) as i32,
-                row_quota: q.row_quota.unwrap_or_default(),
-                token_quota: q.token_quota.unwrap_or_default(),
+        Ok(reply
+            .map(|body| pb::GetQuotasResponse {
+                quotas: body
+                    .quotas
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, q)| pb::Quota {
+                        // The CLI treats the list index as the priority when none is given.
+                        priority: q.priority.unwrap_or(index as i64) as i32,
+                        row_quota: q.row_quota.unwrap_or_default(),
+                        token_quota: q.token_quota.unwrap_or_default(),
+                    })
+                    .collect(),
             })
-            .collect();
-        Ok(respond(
-            pb::GetQuotasResponse { quotas },
-            reply.request_id.as_deref(),
-        ))
+            .into_response())
     }
 
     async fn check_auth(
@@ -327,16 +317,12 @@ impl JobService for JobsService {
         if !reply.body.authenticated {
             return Err(Error::Unauthenticated("Sutro did not accept the API key".into()).into());
         }
-        Ok(respond(
-            pb::CheckAuthResponse {
+        Ok(reply
+            .map(|body| pb::CheckAuthResponse {
                 authenticated: true,
-                principal: reply
-                    .body
-                    .principal
-                    .and_then(crate::convert::json_to_struct),
-            },
-            reply.request_id.as_deref(),
-        ))
+                principal: body.principal.and_then(crate::convert::json_to_struct),
+            })
+            .into_response())
     }
 
     type WatchJobStream = ServerStream<pb::WatchJobResponse>;
@@ -358,11 +344,10 @@ impl JobService for JobsService {
             job_id.clone(),
         );
         let (sutro, timing) = (self.sutro.clone(), self.timing());
-        let mut rx = self
-            .watches
-            .subscribe(&key.to_string(), WatchState::Connecting, move |tx| {
-                poll_job(sutro, ctx, job_id, timing, tx)
-            });
+        let mut rx = self.watches.subscribe(
+            &key,
+            Box::new(move |publisher| Box::pin(poll_job(sutro, ctx, job_id, timing, publisher))),
+        );
         first_state(&mut rx).await?;
         let stream = watcher_stream(
             rx,

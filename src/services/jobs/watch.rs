@@ -1,39 +1,32 @@
 //! WatchJob: one poller per (tenant, job) reads Sutro's NDJSON progress stream and the
 //! persisted status; each watcher gets snapshots, changes, heartbeats and a final message.
 
-use std::sync::Arc;
-
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
-use tonic::Status;
 
 use super::translate::{failure_reason, is_final, parse_status};
 use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::progress::{EventKind, WatchState, WatchTiming, publish};
+use crate::progress::{EventKind, Publisher, WatchTiming};
 use crate::proto::sutro::v1::{JobProgress, JobStatus, WatchEventKind, WatchJobResponse};
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::sutro_models::{ProgressUpdate, SutroJob};
 
-/// What the poller of one job publishes.
-pub type JobWatchState = WatchState<JobProgress>;
-
-/// The poller of one job: publishes to `tx` until the job is final, the watch fails,
+/// The poller of one job: publishes until the job is final, the watch fails,
 /// or (by being dropped) the last watcher leaves.
 pub async fn poll_job(
     client: SutroClient,
     ctx: CallContext,
     job_id: String,
     timing: WatchTiming,
-    tx: watch::Sender<JobWatchState>,
+    publisher: Publisher<JobProgress>,
 ) {
     let mut poller = Poller {
         client,
         ctx,
         timing,
-        tx,
+        publisher,
         progress: JobProgress {
             job_id: job_id.clone(),
             ..Default::default()
@@ -44,7 +37,7 @@ pub async fn poll_job(
     };
     if let Err(error) = poller.run().await {
         tracing::debug!(%error, job_id, "watch ended with an error");
-        let _ = poller.tx.send(WatchState::Failed(Status::from(error)));
+        poller.publisher.fail(error);
     }
 }
 
@@ -52,7 +45,7 @@ struct Poller {
     client: SutroClient,
     ctx: CallContext,
     timing: WatchTiming,
-    tx: watch::Sender<JobWatchState>,
+    publisher: Publisher<JobProgress>,
     progress: JobProgress,
     /// Progress read from the stream and not yet published.
     unpublished: bool,
@@ -269,7 +262,7 @@ impl Poller {
 
     fn send(&mut self, done: bool) {
         self.unpublished = false;
-        publish(&self.tx, self.progress.clone(), done);
+        self.publisher.publish(self.progress.clone(), done);
     }
 
     async fn pause(&self) -> Result<()> {
@@ -290,9 +283,6 @@ impl Poller {
             .with_deadline(Deadline::after(self.timing.call_timeout))
     }
 }
-
-/// The hub of Sutro job watches.
-pub type JobWatchHub = Arc<crate::progress::MemoryHub<JobWatchState>>;
 
 /// A watch message from a published value and the time the poller observed it.
 pub fn watch_message(
