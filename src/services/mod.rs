@@ -3,6 +3,7 @@
 
 pub mod batches;
 pub mod chunking;
+pub mod core;
 pub mod jobs;
 pub mod validate;
 

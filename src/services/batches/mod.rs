@@ -8,71 +8,58 @@ mod validate;
 mod watch;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use prost::Message;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::context::CallContext;
-use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::idempotency::{self, IdempotencyStore};
-use crate::keys::{ResourceKey, kind};
-use crate::progress::{MemoryHub, ProgressHub, WatchTiming, first_state, watcher_stream};
 use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
 use crate::services::chunking::{chunk_by, repeated_field_size, within_message_limit};
-use crate::services::jobs::ServerStream;
+use crate::services::core::{Provider, ServerStream, ServiceCore};
 use crate::services::{page_size, page_token};
+use crate::tenant::Secret;
 use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
-use watch::{poll_batch, watch_message};
 
-/// Everything the xAI service needs, shared by all calls.
-#[derive(Clone)]
-pub struct BatchesService {
-    xai: XaiClient,
-    config: Arc<Config>,
-    idempotency: Arc<dyn IdempotencyStore>,
-    watches: Arc<dyn ProgressHub<pb::Batch>>,
-    shutdown: CancellationToken,
-}
+/// The xAI service: the shared core over an `XaiClient`.
+pub type BatchesService = ServiceCore<XaiClient>;
 
-impl BatchesService {
-    /// The service over `xai`, with the given shared state.
-    pub fn new(
-        xai: XaiClient,
-        config: Arc<Config>,
-        idempotency: Arc<dyn IdempotencyStore>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            xai,
-            config,
-            idempotency,
-            watches: Arc::new(MemoryHub::default()),
-            shutdown,
-        }
+impl Provider for XaiClient {
+    type Progress = pb::Batch;
+    type WatchMessage = pb::WatchBatchResponse;
+
+    fn upstream(&self) -> &crate::error::UpstreamId {
+        XaiClient::upstream(self)
     }
 
-    /// Batches being watched right now (one upstream poller each).
-    pub fn active_watches(&self) -> usize {
-        self.watches.active()
+    fn managed_key(config: &Config) -> Option<&Secret> {
+        config.xai_api_key.as_ref()
     }
 
-    fn context<T>(&self, request: &Request<T>) -> Result<CallContext> {
-        CallContext::from_metadata(
-            request.metadata(),
-            self.config.xai_api_key.as_ref(),
-            self.config.upstream_timeout,
-        )
+    fn poll(
+        self,
+        ctx: CallContext,
+        id: String,
+        timing: crate::progress::WatchTiming,
+        publisher: crate::progress::Publisher<pb::Batch>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        watch::poll_batch(self, ctx, id, timing, publisher)
+    }
+
+    fn watch_message(
+        kind: crate::progress::EventKind,
+        value: pb::Batch,
+        observed_at: prost_types::Timestamp,
+    ) -> pb::WatchBatchResponse {
+        watch::watch_message(kind, value, observed_at)
     }
 }
 
 #[tonic::async_trait]
-impl BatchService for BatchesService {
+impl BatchService for ServiceCore<XaiClient> {
     async fn create_batch(
         &self,
         request: Request<pb::CreateBatchRequest>,
@@ -82,43 +69,26 @@ impl BatchService for BatchesService {
         validate::create_batch(&request)?;
         if request.request_id.is_empty() {
             let reply = self
-                .xai
+                .client
                 .create_batch(&request.name, request.input_file_id.as_deref(), &ctx)
                 .await?;
             return Ok(reply.map(batch_to_proto).into_response());
         }
-        let key = ResourceKey::new(
-            ctx.caller.tenant.clone(),
-            self.xai.upstream().provider,
-            kind::IDEMPOTENCY,
-            request.request_id.clone(),
-        );
-        let fingerprint = idempotency::fingerprint(
-            &pb::CreateBatchRequest {
-                request_id: String::new(),
-                ..request.clone()
-            }
-            .encode_to_vec(),
-        );
-        let xai = self.xai.clone();
-        let create_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
-        let create = Box::pin(async move {
-            let reply = xai
-                .create_batch(&request.name, request.input_file_id.as_deref(), &create_ctx)
-                .await?;
-            Ok(reply.body.batch_id)
-        });
-        let outcome = idempotency::create_once(
-            self.idempotency.as_ref(),
-            key.to_string(),
-            fingerprint,
-            ctx.deadline,
-            self.xai.upstream(),
-            create,
-        )
-        .await?;
+        let content = pb::CreateBatchRequest {
+            request_id: String::new(),
+            ..request.clone()
+        }
+        .encode_to_vec();
+        let outcome = self
+            .create_once(&ctx, &request.request_id, &content, |xai, ctx| async move {
+                let reply = xai
+                    .create_batch(&request.name, request.input_file_id.as_deref(), &ctx)
+                    .await?;
+                Ok(reply.body.batch_id)
+            })
+            .await?;
         // Answer with the batch as it is now, whether just created or replayed.
-        let reply = self.xai.batch(&outcome.id, &ctx).await?;
+        let reply = self.client.batch(&outcome.id, &ctx).await?;
         Ok(reply.map(batch_to_proto).into_response())
     }
 
@@ -129,7 +99,7 @@ impl BatchService for BatchesService {
         let ctx = self.context(&request)?;
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
-        let reply = self.xai.batch(&batch_id, &ctx).await?;
+        let reply = self.client.batch(&batch_id, &ctx).await?;
         Ok(reply.map(batch_to_proto).into_response())
     }
 
@@ -141,7 +111,7 @@ impl BatchService for BatchesService {
         let request = request.into_inner();
         validate::list_batches(&request)?;
         let reply = self
-            .xai
+            .client
             .list_batches(
                 page_size(request.page_size, 100),
                 page_token(&request.page_token),
@@ -163,7 +133,7 @@ impl BatchService for BatchesService {
         let ctx = self.context(&request)?;
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
-        let reply = self.xai.cancel_batch(&batch_id, &ctx).await?;
+        let reply = self.client.cancel_batch(&batch_id, &ctx).await?;
         Ok(reply.map(batch_to_proto).into_response())
     }
 
@@ -179,7 +149,7 @@ impl BatchService for BatchesService {
             self.config.xai_add_chunk_bytes,
             self.config.xai_add_chunk_requests,
         );
-        let reply = add::execute(&self.xai, &request.batch_id, plan, &ctx).await?;
+        let reply = add::execute(&self.client, &request.batch_id, plan, &ctx).await?;
         Ok(Response::new(reply))
     }
 
@@ -192,7 +162,7 @@ impl BatchService for BatchesService {
         validate::page(&request.batch_id, request.page_size, &request.page_token)?;
         let wanted: HashSet<i32> = request.states.iter().copied().collect();
         let reply = self
-            .xai
+            .client
             .list_request_metadata(
                 &request.batch_id,
                 page_size(request.page_size, 100),
@@ -225,7 +195,7 @@ impl BatchService for BatchesService {
         let start = paging::parse(&request.page_token);
         let limit = start.limit.unwrap_or(page_size(request.page_size, 100));
         let reply = self
-            .xai
+            .client
             .list_results(&request.batch_id, limit, start.upstream, &ctx)
             .await?;
         let reply = reply.try_map(|body| {
@@ -263,12 +233,12 @@ impl BatchService for BatchesService {
         let limit = page_size(request.upstream_page_size, 1000);
         // The first page is read before answering, so a bad id fails the call itself.
         let first = self
-            .xai
+            .client
             .list_results(&request.batch_id, limit, None, &ctx)
             .await?
             .body;
         let (xai, batch_id, chunk_bytes) = (
-            self.xai.clone(),
+            self.client.clone(),
             request.batch_id,
             self.config.results_chunk_bytes,
         );
@@ -316,32 +286,10 @@ impl BatchService for BatchesService {
         &self,
         request: Request<pb::WatchBatchRequest>,
     ) -> Result<Response<Self::WatchBatchStream>, Status> {
-        if self.shutdown.is_cancelled() {
-            return Err(Error::Unavailable("batchgate is shutting down".into()).into());
-        }
-        let ctx = self.context(&request)?;
-        let batch_id = request.into_inner().batch_id;
-        validate::batch_id(&batch_id)?;
-        let timing = WatchTiming::from_config(&self.config);
-        let key = ResourceKey::new(
-            ctx.caller.tenant.clone(),
-            self.xai.upstream().provider,
-            kind::WATCH,
-            batch_id.clone(),
-        );
-        let xai = self.xai.clone();
-        let mut rx = self.watches.subscribe(
-            &key,
-            Box::new(move |publisher| Box::pin(poll_batch(xai, ctx, batch_id, timing, publisher))),
-        );
-        first_state(&mut rx).await?;
-        let stream = watcher_stream(
-            rx,
-            timing,
-            self.shutdown.clone(),
-            "WatchBatch",
-            watch_message,
-        );
-        Ok(Response::new(Box::pin(stream)))
+        self.watch(request, "WatchBatch", |request| {
+            validate::batch_id(&request.batch_id)?;
+            Ok(request.batch_id)
+        })
+        .await
     }
 }

@@ -89,14 +89,12 @@ pub fn watch_message(
     batch: Batch,
     observed_at: prost_types::Timestamp,
 ) -> WatchBatchResponse {
-    let (kind, done_reason) = match kind {
-        EventKind::Snapshot => (WatchEventKind::Snapshot, DoneReason::Unspecified),
-        EventKind::Progress => (WatchEventKind::Progress, DoneReason::Unspecified),
-        EventKind::Heartbeat => (WatchEventKind::Heartbeat, DoneReason::Unspecified),
-        EventKind::Final => (WatchEventKind::Final, done_reason(&batch, &observed_at)),
+    let done_reason = match kind {
+        EventKind::Final => done_reason(&batch, &observed_at),
+        _ => DoneReason::Unspecified,
     };
     WatchBatchResponse {
-        kind: kind.into(),
+        kind: WatchEventKind::from(kind).into(),
         batch: Some(batch),
         done_reason: done_reason.into(),
         observed_at: Some(observed_at),

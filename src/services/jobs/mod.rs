@@ -6,78 +6,56 @@ mod translate;
 mod validate;
 pub mod watch;
 
-use std::pin::Pin;
-use std::sync::Arc;
-
-use futures_util::Stream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::context::CallContext;
-use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::idempotency::{self, IdempotencyStore};
-use crate::keys::{ResourceKey, kind};
-use crate::progress::{MemoryHub, ProgressHub, WatchTiming, first_state, watcher_stream};
 use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
 use crate::services::chunking::within_message_limit;
+use crate::services::core::{Provider, ServerStream, ServiceCore};
 use crate::services::{page_size, page_token};
+use crate::tenant::Secret;
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use results::ResultColumns;
 use translate::{create_body, failure_reason, job_to_proto, parse_status};
-use watch::{poll_job, watch_message};
 
-/// A server stream of gRPC messages.
-pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// The Sutro service: the shared core over a `SutroClient`.
+pub type JobsService = ServiceCore<SutroClient>;
 
-/// Everything the Sutro service needs, shared by all calls.
-#[derive(Clone)]
-pub struct JobsService {
-    sutro: SutroClient,
-    config: Arc<Config>,
-    idempotency: Arc<dyn IdempotencyStore>,
-    watches: Arc<dyn ProgressHub<pb::JobProgress>>,
-    shutdown: CancellationToken,
-}
+impl Provider for SutroClient {
+    type Progress = pb::JobProgress;
+    type WatchMessage = pb::WatchJobResponse;
 
-impl JobsService {
-    /// The service over `sutro`, with the given shared state.
-    pub fn new(
-        sutro: SutroClient,
-        config: Arc<Config>,
-        idempotency: Arc<dyn IdempotencyStore>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            sutro,
-            config,
-            idempotency,
-            watches: Arc::new(MemoryHub::default()),
-            shutdown,
-        }
+    fn upstream(&self) -> &crate::error::UpstreamId {
+        SutroClient::upstream(self)
     }
 
-    /// Jobs being watched right now (one upstream poller each).
-    pub fn active_watches(&self) -> usize {
-        self.watches.active()
+    fn managed_key(config: &Config) -> Option<&Secret> {
+        config.sutro_api_key.as_ref()
     }
 
-    fn context<T>(&self, request: &Request<T>) -> Result<CallContext> {
-        CallContext::from_metadata(
-            request.metadata(),
-            self.config.sutro_api_key.as_ref(),
-            self.config.upstream_timeout,
-        )
+    fn poll(
+        self,
+        ctx: CallContext,
+        id: String,
+        timing: crate::progress::WatchTiming,
+        publisher: crate::progress::Publisher<pb::JobProgress>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        watch::poll_job(self, ctx, id, timing, publisher)
     }
 
-    fn timing(&self) -> WatchTiming {
-        WatchTiming::from_config(&self.config)
+    fn watch_message(
+        kind: crate::progress::EventKind,
+        value: pb::JobProgress,
+        observed_at: prost_types::Timestamp,
+    ) -> pb::WatchJobResponse {
+        watch::watch_message(kind, value, observed_at)
     }
 }
 
 #[tonic::async_trait]
-impl JobService for JobsService {
+impl JobService for ServiceCore<SutroClient> {
     async fn create_job(
         &self,
         request: Request<pb::CreateJobRequest>,
@@ -88,8 +66,8 @@ impl JobService for JobsService {
         let body = create_body(&request);
 
         if request.request_id.is_empty() {
-            let reply = self.sutro.create_job(body, &ctx).await?;
-            let job_id = created_id(&self.sutro, &reply.body)?;
+            let reply = self.client.create_job(body, &ctx).await?;
+            let job_id = created_id(&self.client, &reply.body)?;
             return Ok(reply
                 .map(|body| pb::CreateJobResponse {
                     job_id,
@@ -99,28 +77,18 @@ impl JobService for JobsService {
                 .into_response());
         }
 
-        let key = ResourceKey::new(
-            ctx.caller.tenant.clone(),
-            self.sutro.upstream().provider,
-            kind::IDEMPOTENCY,
-            request.request_id,
-        );
-        let fingerprint = idempotency::fingerprint(body.to_string().as_bytes());
-        let sutro = self.sutro.clone();
-        let create_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
-        let create = Box::pin(async move {
-            let reply = sutro.create_job(body, &create_ctx).await?;
-            created_id(&sutro, &reply.body)
-        });
-        let outcome = idempotency::create_once(
-            self.idempotency.as_ref(),
-            key.to_string(),
-            fingerprint,
-            ctx.deadline,
-            self.sutro.upstream(),
-            create,
-        )
-        .await?;
+        let content = body.to_string();
+        let outcome = self
+            .create_once(
+                &ctx,
+                &request.request_id,
+                content.as_bytes(),
+                |sutro, ctx| async move {
+                    let reply = sutro.create_job(body, &ctx).await?;
+                    created_id(&sutro, &reply.body)
+                },
+            )
+            .await?;
         Ok(Response::new(pb::CreateJobResponse {
             job_id: outcome.id,
             message: if outcome.replayed {
@@ -139,10 +107,10 @@ impl JobService for JobsService {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let reply = self.sutro.job_status(&job_id, &ctx).await?;
+        let reply = self.client.job_status(&job_id, &ctx).await?;
         let reply = reply.try_map(|body| {
             let raw_status = body.status_of(&job_id).ok_or_else(|| {
-                self.sutro
+                self.client
                     .protocol_error("job_status names no status for this job")
             })?;
             Ok::<_, Error>(pb::GetJobStatusResponse {
@@ -163,7 +131,7 @@ impl JobService for JobsService {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let reply = self.sutro.job(&job_id, &ctx).await?;
+        let reply = self.client.job(&job_id, &ctx).await?;
         Ok(reply.map(job_to_proto).into_response())
     }
 
@@ -177,7 +145,7 @@ impl JobService for JobsService {
         // 25: what Sutro's own CLI lists by default.
         let limit = page_size(request.page_size, 25);
         let reply = self
-            .sutro
+            .client
             .list_jobs(limit, page_token(&request.page_token), &ctx)
             .await?;
         Ok(reply
@@ -202,12 +170,12 @@ impl JobService for JobsService {
             include_cumulative_logprobs: request.include_cumulative_logprobs,
         };
         let reply = self
-            .sutro
+            .client
             .job_results(&request.job_id, options, &ctx)
             .await?;
         let columns = reply
             .try_map(|body| ResultColumns::from_json(body.results))
-            .map_err(|detail| self.sutro.protocol_error(detail))?;
+            .map_err(|detail| self.client.protocol_error(detail))?;
         let chunk_bytes = self.config.results_chunk_bytes;
         Ok(columns
             .map(|columns| {
@@ -242,7 +210,7 @@ impl JobService for JobsService {
         };
         let expires = (request.expires_in_seconds > 0).then_some(request.expires_in_seconds as u32);
         let reply = self
-            .sutro
+            .client
             .results_url(&request.job_id, format, options, expires, &ctx)
             .await?;
         Ok(reply
@@ -275,7 +243,7 @@ impl JobService for JobsService {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let reply = self.sutro.cancel_job(&job_id, &ctx).await?;
+        let reply = self.client.cancel_job(&job_id, &ctx).await?;
         Ok(reply
             .map(|body| pb::CancelJobResponse {
                 cancelled: body.cancelled,
@@ -289,7 +257,7 @@ impl JobService for JobsService {
         request: Request<pb::GetQuotasRequest>,
     ) -> Result<Response<pb::GetQuotasResponse>, Status> {
         let ctx = self.context(&request)?;
-        let reply = self.sutro.quotas(&ctx).await?;
+        let reply = self.client.quotas(&ctx).await?;
         Ok(reply
             .map(|body| pb::GetQuotasResponse {
                 quotas: body
@@ -313,7 +281,7 @@ impl JobService for JobsService {
     ) -> Result<Response<pb::CheckAuthResponse>, Status> {
         let ctx = self.context(&request)?;
         let through_batch = request.into_inner().scope() == pb::AuthScope::BatchService;
-        let reply = self.sutro.check_auth(through_batch, &ctx).await?;
+        let reply = self.client.check_auth(through_batch, &ctx).await?;
         if !reply.body.authenticated {
             return Err(Error::Unauthenticated("Sutro did not accept the API key".into()).into());
         }
@@ -331,32 +299,11 @@ impl JobService for JobsService {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        if self.shutdown.is_cancelled() {
-            return Err(Error::Unavailable("batchgate is shutting down".into()).into());
-        }
-        let ctx = self.context(&request)?;
-        let job_id = request.into_inner().job_id;
-        validate::job_id(&job_id)?;
-        let key = ResourceKey::new(
-            ctx.caller.tenant.clone(),
-            self.sutro.upstream().provider,
-            kind::WATCH,
-            job_id.clone(),
-        );
-        let (sutro, timing) = (self.sutro.clone(), self.timing());
-        let mut rx = self.watches.subscribe(
-            &key,
-            Box::new(move |publisher| Box::pin(poll_job(sutro, ctx, job_id, timing, publisher))),
-        );
-        first_state(&mut rx).await?;
-        let stream = watcher_stream(
-            rx,
-            self.timing(),
-            self.shutdown.clone(),
-            "WatchJob",
-            watch_message,
-        );
-        Ok(Response::new(Box::pin(stream)))
+        self.watch(request, "WatchJob", |request| {
+            validate::job_id(&request.job_id)?;
+            Ok(request.job_id)
+        })
+        .await
     }
 }
 

@@ -291,14 +291,8 @@ pub fn watch_message(
     observed_at: prost_types::Timestamp,
 ) -> WatchJobResponse {
     progress.observed_at = Some(observed_at);
-    let kind = match kind {
-        EventKind::Snapshot => WatchEventKind::Snapshot,
-        EventKind::Progress => WatchEventKind::Progress,
-        EventKind::Heartbeat => WatchEventKind::Heartbeat,
-        EventKind::Final => WatchEventKind::Final,
-    };
     WatchJobResponse {
-        kind: kind.into(),
+        kind: WatchEventKind::from(kind).into(),
         progress: Some(progress),
     }
 }
