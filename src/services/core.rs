@@ -98,29 +98,32 @@ impl<P: Provider> ServiceCore<P> {
     }
 
     /// Runs `create` at most once per caller `request_id`, `content` telling one
-    /// request from another reusing the id. The create gets its own context, bounded
-    /// by the configured upstream timeout rather than the caller's deadline, since it
-    /// runs on after a caller that gives up.
-    pub async fn create_once<F, Fut>(
+    /// request from another reusing the id. `create` answers the new resource's id and
+    /// whatever the caller that ran it should get. It gets its own context, bounded by
+    /// the configured upstream timeout rather than the caller's deadline, since it runs
+    /// on after a caller that gives up.
+    pub async fn create_once<R, F, Fut>(
         &self,
         ctx: &CallContext,
         request_id: &str,
         content: &[u8],
         create: F,
-    ) -> Result<Outcome>
+    ) -> Result<Outcome<R>>
     where
+        R: Send + 'static,
         F: FnOnce(P, CallContext) -> Fut,
-        Fut: Future<Output = Result<String>> + Send + 'static,
+        Fut: Future<Output = Result<(String, R)>> + Send + 'static,
     {
-        let key = self.key(ctx, kind::IDEMPOTENCY, request_id);
-        let create_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
+        let bound = self.config.upstream_timeout;
+        let create_ctx = ctx.with_deadline(Deadline::after(bound));
         idempotency::create_once(
-            self.idempotency.as_ref(),
-            key.to_string(),
+            &self.idempotency,
+            self.key(ctx, kind::IDEMPOTENCY, request_id),
             idempotency::fingerprint(content),
             ctx.deadline,
+            bound,
             self.client.upstream(),
-            Box::pin(create(self.client.clone(), create_ctx)),
+            create(self.client.clone(), create_ctx),
         )
         .await
     }

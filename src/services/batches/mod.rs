@@ -84,11 +84,11 @@ impl BatchService for ServiceCore<XaiClient> {
                 let reply = xai
                     .create_batch(&request.name, request.input_file_id.as_deref(), &ctx)
                     .await?;
-                Ok(reply.body.batch_id)
+                Ok((reply.body.batch_id, ()))
             })
             .await?;
         // Answer with the batch as it is now, whether just created or replayed.
-        let reply = self.client.batch(&outcome.id, &ctx).await?;
+        let reply = self.client.batch(outcome.id(), &ctx).await?;
         Ok(reply.map(batch_to_proto).into_response())
     }
 

@@ -11,12 +11,15 @@ use tonic::{Request, Response, Status};
 use crate::config::Config;
 use crate::context::CallContext;
 use crate::error::{Error, Result};
+use crate::idempotency::Outcome;
 use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
 use crate::services::chunking::within_message_limit;
 use crate::services::core::{Provider, ServerStream, ServiceCore};
 use crate::services::{page_size, page_token};
 use crate::tenant::Secret;
+use crate::upstream::reply::Reply;
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
+use crate::upstream::sutro_models::CreateJobReply;
 use results::ResultColumns;
 use translate::{create_body, failure_reason, job_to_proto, parse_status};
 
@@ -68,13 +71,7 @@ impl JobService for ServiceCore<SutroClient> {
         if request.request_id.is_empty() {
             let reply = self.client.create_job(body, &ctx).await?;
             let job_id = created_id(&self.client, &reply.body)?;
-            return Ok(reply
-                .map(|body| pb::CreateJobResponse {
-                    job_id,
-                    message: body.message(),
-                    replayed: false,
-                })
-                .into_response());
+            return Ok(created(job_id, reply));
         }
 
         let content = body.to_string();
@@ -85,19 +82,19 @@ impl JobService for ServiceCore<SutroClient> {
                 content.as_bytes(),
                 |sutro, ctx| async move {
                     let reply = sutro.create_job(body, &ctx).await?;
-                    created_id(&sutro, &reply.body)
+                    Ok((created_id(&sutro, &reply.body)?, reply))
                 },
             )
             .await?;
-        Ok(Response::new(pb::CreateJobResponse {
-            job_id: outcome.id,
-            message: if outcome.replayed {
-                "Job already created for this request_id".into()
-            } else {
-                "Job created successfully".into()
-            },
-            replayed: outcome.replayed,
-        }))
+        Ok(match outcome {
+            Outcome::Created { id, reply } => created(id, reply),
+            // A replay sends nothing upstream: there is no upstream request id to echo.
+            Outcome::Replayed { id } => Response::new(pb::CreateJobResponse {
+                job_id: id,
+                message: "Job already created for this request_id; no new job was made".into(),
+                replayed: true,
+            }),
+        })
     }
 
     async fn get_job_status(
@@ -307,10 +304,18 @@ impl JobService for ServiceCore<SutroClient> {
     }
 }
 
-fn created_id(
-    sutro: &SutroClient,
-    reply: &crate::upstream::sutro_models::CreateJobReply,
-) -> Result<String> {
+/// The answer to a create that made job `job_id`, with the upstream's message.
+fn created(job_id: String, reply: Reply<CreateJobReply>) -> Response<pb::CreateJobResponse> {
+    reply
+        .map(|body| pb::CreateJobResponse {
+            job_id,
+            message: body.message(),
+            replayed: false,
+        })
+        .into_response()
+}
+
+fn created_id(sutro: &SutroClient, reply: &CreateJobReply) -> Result<String> {
     reply
         .job_id()
         .map(str::to_owned)
