@@ -207,51 +207,72 @@ mod tests {
         ResourceKey::new("t", "sutro", crate::keys::kind::IDEMPOTENCY, "k")
     }
 
-    async fn once<Fut>(
+    type Create = std::pin::Pin<Box<dyn Future<Output = Result<(String, ())>> + Send>>;
+
+    async fn once(
         store: &Arc<dyn IdempotencyStore>,
         fp: &str,
-        create: Fut,
-    ) -> Result<Outcome<()>>
-    where
-        Fut: Future<Output = Result<(String, ())>> + Send + 'static,
-    {
+        create: Create,
+    ) -> Result<Outcome<()>> {
+        let deadline = Deadline::after(Duration::from_secs(5));
+        let bound = Duration::from_secs(5);
         create_once(
             store,
             key(),
             fp.into(),
-            Deadline::after(Duration::from_secs(5)),
-            Duration::from_secs(5),
+            deadline,
+            bound,
             &upstream(),
             create,
         )
         .await
     }
 
-    async fn counting_create(counter: Arc<AtomicUsize>, id: String) -> Result<(String, ())> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        Ok((id, ()))
+    /// Counts the creates that ran.
+    #[derive(Clone, Default)]
+    struct Creates(Arc<AtomicUsize>);
+
+    impl Creates {
+        /// A create that takes 50 ms and makes `id`.
+        fn making(&self, id: &str) -> Create {
+            let (count, id) = (self.0.clone(), id.to_owned());
+            Box::pin(async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok((id, ()))
+            })
+        }
+
+        /// A create that fails with `error` after `after`.
+        fn failing(&self, error: Error, after: Duration) -> Create {
+            let count = self.0.clone();
+            Box::pin(async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(after).await;
+                Err(error)
+            })
+        }
+
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
     }
 
-    async fn failing_create(counter: Arc<AtomicUsize>, error: Error) -> Result<(String, ())> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Err(error)
+    fn assert_may_exist(error: &Error) {
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error}");
+        assert!(error.to_string().contains("may"), "{error}");
     }
 
     #[tokio::test]
     async fn racing_creates_with_one_key_create_once() {
-        let store = store();
-        let creates = Arc::new(AtomicUsize::new(0));
-        let calls = (0..8).map(|i| {
-            let (store, creates) = (store.clone(), creates.clone());
-            async move { once(&store, "fp", counting_create(creates, format!("job-{i}"))).await }
-        });
+        let (store, creates) = (store(), Creates::default());
+        let calls = (0..8).map(|i| once(&store, "fp", creates.making(&format!("job-{i}"))));
         let outcomes: Vec<_> = futures_util::future::join_all(calls)
             .await
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(creates.load(Ordering::SeqCst), 1);
+        assert_eq!(creates.count(), 1);
         let ids: std::collections::HashSet<_> = outcomes.iter().map(Outcome::id).collect();
         assert_eq!(ids.len(), 1);
         let created = outcomes
@@ -263,133 +284,69 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_remembered_and_reuse_with_other_content_is_refused() {
-        let store = store();
-        let creates = Arc::new(AtomicUsize::new(0));
-        let down = Error::Unavailable("down".into());
-        let failed = once(&store, "fp", failing_create(creates.clone(), down)).await;
-        assert!(failed.is_err());
-        let ok = once(
-            &store,
-            "fp",
-            counting_create(creates.clone(), "job-1".into()),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            ok,
-            Outcome::Created {
-                id: "job-1".into(),
-                reply: ()
-            }
-        );
-        let other = once(
-            &store,
-            "other",
-            counting_create(creates.clone(), "job-2".into()),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(other.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(
-            creates.load(Ordering::SeqCst),
-            2,
-            "the failed one and job-1"
-        );
+        let (store, creates) = (store(), Creates::default());
+        let down = creates.failing(Error::Unavailable("down".into()), Duration::ZERO);
+        assert!(once(&store, "fp", down).await.is_err());
+        let ok = once(&store, "fp", creates.making("job-1")).await.unwrap();
+        let job_1 = Outcome::Created {
+            id: "job-1".into(),
+            reply: (),
+        };
+        assert_eq!(ok, job_1);
+        let other = once(&store, "other", creates.making("job-2")).await;
+        assert_eq!(other.unwrap_err().code(), tonic::Code::FailedPrecondition);
+        assert_eq!(creates.count(), 2, "the failed create and job-1");
     }
 
     #[tokio::test]
     async fn a_create_that_may_have_happened_is_never_run_again() {
-        let store = store();
-        let creates = Arc::new(AtomicUsize::new(0));
+        let (store, creates) = (store(), Creates::default());
         let lost_answer = Error::DeadlineExceeded {
             upstream: Some(upstream()),
         };
-        let first = once(&store, "fp", failing_create(creates.clone(), lost_answer))
-            .await
-            .unwrap_err();
-        assert_eq!(first.code(), tonic::Code::DeadlineExceeded);
-        let retry = once(
-            &store,
-            "fp",
-            counting_create(creates.clone(), "job-2".into()),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(retry.code(), tonic::Code::FailedPrecondition, "{retry}");
-        assert!(retry.to_string().contains("may"), "{retry}");
-        assert_eq!(creates.load(Ordering::SeqCst), 1, "no second create");
+        let first = once(&store, "fp", creates.failing(lost_answer, Duration::ZERO)).await;
+        assert_eq!(first.unwrap_err().code(), tonic::Code::DeadlineExceeded);
+        let retry = once(&store, "fp", creates.making("job-2")).await;
+        assert_may_exist(&retry.unwrap_err());
+        assert_eq!(creates.count(), 1, "no second create");
     }
 
     #[tokio::test]
     async fn a_caller_that_leaves_does_not_cancel_the_create() {
-        let store = store();
-        let creates = Arc::new(AtomicUsize::new(0));
-        let leaving = once(
-            &store,
-            "fp",
-            counting_create(creates.clone(), "job-1".into()),
-        );
+        let (store, creates) = (store(), Creates::default());
+        let leaving = once(&store, "fp", creates.making("job-1"));
         // The caller gives up long before the 50 ms create is done.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(5), leaving)
-                .await
-                .is_err()
-        );
-        let retry = once(
-            &store,
-            "fp",
-            counting_create(creates.clone(), "job-2".into()),
-        )
-        .await
-        .unwrap();
+        let left = tokio::time::timeout(Duration::from_millis(5), leaving).await;
+        assert!(left.is_err());
+        let retry = once(&store, "fp", creates.making("job-2")).await.unwrap();
         assert_eq!(retry, Outcome::Replayed { id: "job-1".into() });
-        assert_eq!(creates.load(Ordering::SeqCst), 1);
+        assert_eq!(creates.count(), 1);
     }
 
     #[tokio::test]
     async fn a_pending_record_whose_creator_died_may_exist() {
-        let store = store();
+        let (store, creates) = (store(), Creates::default());
         let dead = Entry {
             fingerprint: "fp".into(),
             record: Record::Pending { until_ms: 1 },
         };
         assert_eq!(store.claim(&key(), &dead).await.unwrap(), Claim::Claimed);
-        let creates = Arc::new(AtomicUsize::new(0));
-        let retry = once(
-            &store,
-            "fp",
-            counting_create(creates.clone(), "job-1".into()),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(retry.code(), tonic::Code::FailedPrecondition, "{retry}");
-        assert!(retry.to_string().contains("may"), "{retry}");
-        assert_eq!(creates.load(Ordering::SeqCst), 0);
+        let retry = once(&store, "fp", creates.making("job-1")).await;
+        assert_may_exist(&retry.unwrap_err());
+        assert_eq!(creates.count(), 0);
     }
 
     #[tokio::test]
     async fn a_waiter_whose_first_create_certainly_failed_creates_itself() {
-        let store = store();
-        let creates = Arc::new(AtomicUsize::new(0));
+        let (store, creates) = (store(), Creates::default());
         let refused = Error::InvalidArgument(Vec::new());
-        let slow_refusal = {
-            let creates = creates.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                failing_create(creates, refused).await
-            }
-        };
+        let slow_refusal = creates.failing(refused, Duration::from_millis(50));
         let (first, second) = tokio::join!(once(&store, "fp", slow_refusal), async {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            once(
-                &store,
-                "fp",
-                counting_create(creates.clone(), "job-1".into()),
-            )
-            .await
+            once(&store, "fp", creates.making("job-1")).await
         });
         assert_eq!(first.unwrap_err().code(), tonic::Code::InvalidArgument);
         assert_eq!(second.unwrap().id(), "job-1");
-        assert_eq!(creates.load(Ordering::SeqCst), 2);
+        assert_eq!(creates.count(), 2);
     }
 }

@@ -12,51 +12,17 @@ use std::collections::HashSet;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::config::Config;
-use crate::context::CallContext;
 use crate::error::{Error, Result};
 use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
 use crate::services::chunking::{chunk_by, repeated_field_size, within_message_limit};
-use crate::services::core::{Provider, ServerStream, ServiceCore};
+use crate::services::core::{ServerStream, ServiceCore};
 use crate::services::{page_size, page_token};
-use crate::tenant::Secret;
 use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
 
 /// The xAI service: the shared core over an `XaiClient`.
 pub type BatchesService = ServiceCore<XaiClient>;
-
-impl Provider for XaiClient {
-    type Progress = pb::Batch;
-    type WatchMessage = pb::WatchBatchResponse;
-
-    fn upstream(&self) -> &crate::error::UpstreamId {
-        XaiClient::upstream(self)
-    }
-
-    fn managed_key(config: &Config) -> Option<&Secret> {
-        config.xai_api_key.as_ref()
-    }
-
-    fn poll(
-        self,
-        ctx: CallContext,
-        id: String,
-        timing: crate::progress::WatchTiming,
-        publisher: crate::progress::Publisher<pb::Batch>,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        watch::poll_batch(self, ctx, id, timing, publisher)
-    }
-
-    fn watch_message(
-        kind: crate::progress::EventKind,
-        value: pb::Batch,
-        observed_at: prost_types::Timestamp,
-    ) -> pb::WatchBatchResponse {
-        watch::watch_message(kind, value, observed_at)
-    }
-}
 
 #[tonic::async_trait]
 impl BatchService for ServiceCore<XaiClient> {

@@ -8,15 +8,12 @@ pub mod watch;
 
 use tonic::{Request, Response, Status};
 
-use crate::config::Config;
-use crate::context::CallContext;
 use crate::error::{Error, Result};
 use crate::idempotency::Outcome;
 use crate::proto::sutro::v1::{self as pb, job_service_server::JobService};
 use crate::services::chunking::within_message_limit;
-use crate::services::core::{Provider, ServerStream, ServiceCore};
+use crate::services::core::{ServerStream, ServiceCore};
 use crate::services::{page_size, page_token};
-use crate::tenant::Secret;
 use crate::upstream::reply::Reply;
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use crate::upstream::sutro_models::CreateJobReply;
@@ -25,37 +22,6 @@ use translate::{create_body, failure_reason, job_to_proto, parse_status};
 
 /// The Sutro service: the shared core over a `SutroClient`.
 pub type JobsService = ServiceCore<SutroClient>;
-
-impl Provider for SutroClient {
-    type Progress = pb::JobProgress;
-    type WatchMessage = pb::WatchJobResponse;
-
-    fn upstream(&self) -> &crate::error::UpstreamId {
-        SutroClient::upstream(self)
-    }
-
-    fn managed_key(config: &Config) -> Option<&Secret> {
-        config.sutro_api_key.as_ref()
-    }
-
-    fn poll(
-        self,
-        ctx: CallContext,
-        id: String,
-        timing: crate::progress::WatchTiming,
-        publisher: crate::progress::Publisher<pb::JobProgress>,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        watch::poll_job(self, ctx, id, timing, publisher)
-    }
-
-    fn watch_message(
-        kind: crate::progress::EventKind,
-        value: pb::JobProgress,
-        observed_at: prost_types::Timestamp,
-    ) -> pb::WatchJobResponse {
-        watch::watch_message(kind, value, observed_at)
-    }
-}
 
 #[tonic::async_trait]
 impl JobService for ServiceCore<SutroClient> {

@@ -5,39 +5,66 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, sleep, timeout};
 
 use super::translate::{failure_reason, is_final, parse_status};
+use crate::config::Config;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UpstreamId};
 use crate::progress::{EventKind, Publisher, WatchTiming};
 use crate::proto::sutro::v1::{JobProgress, JobStatus, WatchEventKind, WatchJobResponse};
+use crate::services::core::Provider;
+use crate::tenant::Secret;
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::sutro_models::{ProgressUpdate, SutroJob};
 
-/// The poller of one job: publishes until the job is final, the watch fails,
-/// or (by being dropped) the last watcher leaves.
-pub async fn poll_job(
-    client: SutroClient,
-    ctx: CallContext,
-    job_id: String,
-    timing: WatchTiming,
-    publisher: Publisher<JobProgress>,
-) {
-    let mut poller = Poller {
-        client,
-        ctx,
-        timing,
-        publisher,
-        progress: JobProgress {
-            job_id: job_id.clone(),
-            ..Default::default()
-        },
-        unpublished: false,
-        rechecked_on_rows: false,
-        started: Instant::now(),
-    };
-    if let Err(error) = poller.run().await {
-        tracing::debug!(%error, job_id, "watch ended with an error");
-        poller.publisher.fail(error);
+/// Sutro jobs are watched through their NDJSON progress stream and persisted status.
+impl Provider for SutroClient {
+    type Progress = JobProgress;
+    type WatchMessage = WatchJobResponse;
+
+    fn upstream(&self) -> &UpstreamId {
+        SutroClient::upstream(self)
+    }
+
+    fn managed_key(config: &Config) -> Option<&Secret> {
+        config.sutro_api_key.as_ref()
+    }
+
+    async fn poll(
+        self,
+        ctx: CallContext,
+        job_id: String,
+        timing: WatchTiming,
+        publisher: Publisher<JobProgress>,
+    ) {
+        let mut poller = Poller {
+            client: self,
+            ctx,
+            timing,
+            publisher,
+            progress: JobProgress {
+                job_id: job_id.clone(),
+                ..Default::default()
+            },
+            unpublished: false,
+            rechecked_on_rows: false,
+            started: Instant::now(),
+        };
+        if let Err(error) = poller.run().await {
+            tracing::debug!(%error, job_id, "watch ended with an error");
+            poller.publisher.fail(error);
+        }
+    }
+
+    fn watch_message(
+        kind: EventKind,
+        mut progress: JobProgress,
+        observed_at: prost_types::Timestamp,
+    ) -> WatchJobResponse {
+        progress.observed_at = Some(observed_at);
+        WatchJobResponse {
+            kind: WatchEventKind::from(kind).into(),
+            progress: Some(progress),
+        }
     }
 }
 
@@ -281,18 +308,5 @@ impl Poller {
     fn call_ctx(&self) -> CallContext {
         self.ctx
             .with_deadline(Deadline::after(self.timing.call_timeout))
-    }
-}
-
-/// A watch message from a published value and the time the poller observed it.
-pub fn watch_message(
-    kind: EventKind,
-    mut progress: JobProgress,
-    observed_at: prost_types::Timestamp,
-) -> WatchJobResponse {
-    progress.observed_at = Some(observed_at);
-    WatchJobResponse {
-        kind: WatchEventKind::from(kind).into(),
-        progress: Some(progress),
     }
 }
