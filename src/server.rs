@@ -13,6 +13,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::config::{Config, MAX_MESSAGE_BYTES};
 use crate::idempotency::{IdempotencyStore, MemoryIdempotency};
+use crate::progress::MemoryHub;
 use crate::proto::sutro::v1::job_service_server::JobServiceServer;
 use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
 use crate::services::batches::BatchesService;
@@ -77,9 +78,16 @@ impl App {
             sutro,
             config.clone(),
             idempotency.clone(),
+            Arc::new(MemoryHub::default()),
             stop.child_token(),
         );
-        let batches = BatchesService::new(xai, config.clone(), idempotency, stop.child_token());
+        let batches = BatchesService::new(
+            xai,
+            config.clone(),
+            idempotency,
+            Arc::new(MemoryHub::default()),
+            stop.child_token(),
+        );
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<JobServiceServer<JobsService>>().await;

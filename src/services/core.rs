@@ -16,7 +16,7 @@ use crate::error::{Error, Result, UpstreamId};
 use crate::idempotency::{self, IdempotencyStore, Outcome};
 use crate::keys::{ResourceKey, kind};
 use crate::progress::{
-    EventKind, MemoryHub, ProgressHub, Publisher, WatchTiming, first_state, watcher_stream,
+    EventKind, ProgressHub, Publisher, WatchTiming, first_state, watcher_stream,
 };
 use crate::tenant::Secret;
 
@@ -67,18 +67,20 @@ pub struct ServiceCore<P: Provider> {
 }
 
 impl<P: Provider> ServiceCore<P> {
-    /// The service over `client`, with the given shared state.
+    /// The service over `client`, with the given shared state (whose backends the
+    /// caller picks: nothing here knows which).
     pub fn new(
         client: P,
         config: Arc<Config>,
         idempotency: Arc<dyn IdempotencyStore>,
+        watches: Arc<dyn ProgressHub<P::Progress>>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             client,
             config,
             idempotency,
-            watches: Arc::new(MemoryHub::default()),
+            watches,
             shutdown,
         }
     }
