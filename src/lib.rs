@@ -8,6 +8,7 @@ pub mod convert;
 pub mod deadline;
 pub mod error;
 pub mod idempotency;
+pub mod keys;
 pub mod progress;
 pub mod proto;
 pub mod records;

@@ -13,8 +13,10 @@ use tonic_health::server::HealthReporter;
 
 use crate::config::{Config, MAX_MESSAGE_BYTES};
 use crate::idempotency::{IdempotencyStore, MemoryIdempotency};
+use crate::progress::MemoryHub;
 use crate::proto::sutro::v1::job_service_server::JobServiceServer;
 use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
+use crate::records::{MemoryRecords, RecordStore};
 use crate::services::batches::BatchesService;
 use crate::services::jobs::JobsService;
 use crate::sim::{self, SimConfig, SimHandle};
@@ -22,6 +24,10 @@ use crate::tenant::Secret;
 use crate::upstream::base_url::normalize_base_url;
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::xai::XaiClient;
+
+/// How long the gateway keeps its own notes on a resource it created (a job's id
+/// column): about as long as a caller may still ask for the job's results.
+const RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// Why the gateway could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +79,23 @@ impl App {
         let stop = CancellationToken::new();
         let idempotency: Arc<dyn IdempotencyStore> =
             Arc::new(MemoryIdempotency::new(config.idempotency_ttl, 1_000_000));
+        let records: Arc<dyn RecordStore> = Arc::new(MemoryRecords::new(RECORD_TTL, 1_000_000));
         let jobs = JobsService::new(
             sutro,
             config.clone(),
             idempotency.clone(),
+            records.clone(),
+            Arc::new(MemoryHub::default()),
             stop.child_token(),
         );
-        let batches = BatchesService::new(xai, config.clone(), idempotency, stop.child_token());
+        let batches = BatchesService::new(
+            xai,
+            config.clone(),
+            idempotency,
+            records,
+            Arc::new(MemoryHub::default()),
+            stop.child_token(),
+        );
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<JobServiceServer<JobsService>>().await;

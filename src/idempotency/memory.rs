@@ -1,32 +1,24 @@
-//! The in-process idempotency store: a moka cache with a TTL holding, per key, the one
-//! create that runs for it (detached, so a caller that leaves cannot cancel it).
+//! The in-process idempotency store: a moka cache with a TTL holding each key's entry
+//! in a watch channel, so callers waiting on a running create wake as soon as it ends.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
 use moka::future::Cache;
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
+use tokio::sync::watch;
 
-use super::{IdempotencyStore, Outcome};
+use super::{Claim, Entry, IdempotencyStore, Record};
 use crate::error::{Error, Result};
+use crate::keys::ResourceKey;
 
-/// The create of one key: its content's fingerprint and its (shared) result.
-#[derive(Clone)]
-struct Slot {
-    /// Tells this slot from a later one under the same key.
-    serial: u64,
-    fingerprint: String,
-    result: Shared<BoxFuture<'static, Result<String>>>,
-}
+/// One key's entry; `None` once released, which wakes its waiters.
+type Slot = Arc<watch::Sender<Option<Entry>>>;
 
 /// Request ids remembered in this process for `ttl`.
 #[derive(Clone)]
 pub struct MemoryIdempotency {
     cache: Cache<String, Slot>,
-    serials: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemoryIdempotency {
@@ -37,245 +29,138 @@ impl MemoryIdempotency {
                 .time_to_live(ttl)
                 .max_capacity(capacity)
                 .build(),
-            serials: Arc::default(),
-        }
-    }
-
-    /// Starts `create` on its own task. A create that certainly did not happen (the
-    /// upstream refused it, or it never left) frees its key so the caller can retry
-    /// with the same request id; any other outcome stays, successes and doubts alike.
-    fn start(
-        &self,
-        key: String,
-        fingerprint: String,
-        create: BoxFuture<'static, Result<String>>,
-    ) -> Slot {
-        let serial = self.serials.fetch_add(1, Ordering::Relaxed);
-        let cache = self.cache.clone();
-        let task = tokio::spawn(async move {
-            let result = create.await;
-            if let Err(error) = &result
-                && !error.outcome_unknown()
-            {
-                cache
-                    .entry(key)
-                    .and_compute_with(|slot| async move {
-                        match slot {
-                            Some(slot) if slot.value().serial == serial => Op::Remove,
-                            _ => Op::Nop,
-                        }
-                    })
-                    .await;
-            }
-            result
-        });
-        let result = async move {
-            task.await
-                .unwrap_or_else(|e| Err(Error::Internal(format!("the create task failed: {e}"))))
-        };
-        Slot {
-            serial,
-            fingerprint,
-            result: result.boxed().shared(),
         }
     }
 }
 
 #[tonic::async_trait]
 impl IdempotencyStore for MemoryIdempotency {
-    async fn run_once(
-        &self,
-        key: String,
-        fingerprint: String,
-        create: BoxFuture<'static, Result<String>>,
-    ) -> Result<Outcome> {
-        let created_here = AtomicBool::new(false);
-        let slot = self
+    async fn claim(&self, key: &ResourceKey, entry: &Entry) -> Result<Claim> {
+        let fresh: Slot = Arc::new(watch::channel(Some(entry.clone())).0);
+        let result = self
             .cache
-            .get_with(key.clone(), async {
-                created_here.store(true, Ordering::SeqCst);
-                self.start(key, fingerprint.clone(), create)
+            .entry(key.to_string())
+            .and_compute_with(|slot| {
+                let op = match slot {
+                    Some(slot) if slot.value().borrow().is_some() => Op::Nop,
+                    _ => Op::Put(fresh),
+                };
+                std::future::ready(op)
             })
             .await;
-        if slot.fingerprint != fingerprint {
-            return Err(Error::FailedPrecondition(
-                "request_id was already used for a different request; use a new request_id".into(),
-            ));
+        match result {
+            CompResult::Unchanged(slot) => slot
+                .into_value()
+                .borrow()
+                .clone()
+                .map(Claim::Existing)
+                .ok_or_else(|| Error::Internal("an idempotency slot emptied while locked".into())),
+            _ => Ok(Claim::Claimed),
         }
-        let replayed = !created_here.load(Ordering::SeqCst);
-        match slot.result.await {
-            Ok(id) => Ok(Outcome { id, replayed }),
-            // The first call was told what happened; a retry learns that the create
-            // may exist, so that it does not make a second one under a new id unawares.
-            Err(error) if replayed && error.outcome_unknown() => {
-                Err(Error::FailedPrecondition(format!(
-                    "an earlier create with this request_id ended without a clear answer ({error}); it may \
-                 have been created upstream: list to check before creating again with a new request_id"
-                )))
-            }
-            Err(error) => Err(error),
+    }
+
+    async fn settle(&self, key: &ResourceKey, entry: &Entry) -> Result<()> {
+        if let Some(slot) = self.cache.get(&key.to_string()).await {
+            slot.send_replace(Some(entry.clone()));
         }
+        Ok(())
+    }
+
+    async fn release(&self, key: &ResourceKey) -> Result<()> {
+        if let Some(slot) = self.cache.remove(&key.to_string()).await {
+            slot.send_replace(None);
+        }
+        Ok(())
+    }
+
+    async fn wait_settled(&self, key: &ResourceKey) -> Result<()> {
+        let Some(slot) = self.cache.get(&key.to_string()).await else {
+            return Ok(());
+        };
+        let mut entry = slot.subscribe();
+        drop(slot);
+        // A closed channel means the slot left the cache: settled as far as we know.
+        let _ = entry
+            .wait_for(|entry| {
+                !matches!(
+                    entry,
+                    Some(Entry {
+                        record: Record::Pending { .. },
+                        ..
+                    })
+                )
+            })
+            .await;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
 
-    fn counting_create(counter: Arc<AtomicUsize>, id: &str) -> BoxFuture<'static, Result<String>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(id)
-        })
+    fn key() -> ResourceKey {
+        ResourceKey::new("t", "xai", crate::keys::kind::IDEMPOTENCY, "r-1")
+    }
+
+    fn entry(record: Record) -> Entry {
+        Entry {
+            fingerprint: "fp".into(),
+            record,
+        }
     }
 
     #[tokio::test]
-    async fn racing_creates_with_one_key_create_once() {
+    async fn a_claim_holds_until_released_and_settling_keeps_it() {
         let store = MemoryIdempotency::new(Duration::from_secs(60), 100);
-        let creates = Arc::new(AtomicUsize::new(0));
-        let calls = (0..8).map(|i| {
+        let pending = entry(Record::Pending { until_ms: 10 });
+        assert_eq!(store.claim(&key(), &pending).await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim(&key(), &pending).await.unwrap(),
+            Claim::Existing(pending.clone())
+        );
+        let created = entry(Record::Created { id: "b-1".into() });
+        store.settle(&key(), &created).await.unwrap();
+        assert_eq!(
+            store.claim(&key(), &pending).await.unwrap(),
+            Claim::Existing(created)
+        );
+        store.release(&key()).await.unwrap();
+        assert_eq!(store.claim(&key(), &pending).await.unwrap(), Claim::Claimed);
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_when_the_create_settles_or_is_released() {
+        let store = MemoryIdempotency::new(Duration::from_secs(60), 100);
+        let pending = entry(Record::Pending { until_ms: 10 });
+        store.claim(&key(), &pending).await.unwrap();
+        let waiting = tokio::spawn({
             let store = store.clone();
-            let creates = creates.clone();
-            async move {
-                store
-                    .run_once(
-                        "t:k".into(),
-                        "fp".into(),
-                        counting_create(creates, &format!("job-{i}")),
-                    )
-                    .await
-            }
+            async move { store.wait_settled(&key()).await }
         });
-        let outcomes = futures_util::future::join_all(calls).await;
-        assert_eq!(creates.load(Ordering::SeqCst), 1);
-        let ids: std::collections::HashSet<_> = outcomes
-            .iter()
-            .map(|o| o.as_ref().unwrap().id.clone())
-            .collect();
-        assert_eq!(ids.len(), 1);
-        assert_eq!(
-            outcomes
-                .iter()
-                .filter(|o| !o.as_ref().unwrap().replayed)
-                .count(),
-            1
-        );
-    }
-
-    #[tokio::test]
-    async fn failures_are_not_remembered_and_reuse_with_other_content_is_refused() {
-        let store = MemoryIdempotency::new(Duration::from_secs(60), 100);
-        let failed = store
-            .run_once(
-                "k".into(),
-                "fp".into(),
-                Box::pin(async { Err(Error::Unavailable("down".into())) }),
-            )
-            .await;
-        assert!(failed.is_err());
-        let creates = Arc::new(AtomicUsize::new(0));
-        let ok = store
-            .run_once(
-                "k".into(),
-                "fp".into(),
-                counting_create(creates.clone(), "job-1"),
-            )
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "a pending key keeps its waiters");
+        store.settle(&key(), &entry(Record::Unknown)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
+            .expect("woken by the settle")
+            .unwrap()
             .unwrap();
-        assert_eq!(
-            ok,
-            Outcome {
-                id: "job-1".into(),
-                replayed: false
-            }
-        );
-        let other = store
-            .run_once(
-                "k".into(),
-                "other".into(),
-                counting_create(creates.clone(), "job-2"),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(other.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(creates.load(Ordering::SeqCst), 1);
-    }
 
-    fn failing_create(
-        counter: Arc<AtomicUsize>,
-        error: Error,
-    ) -> BoxFuture<'static, Result<String>> {
-        Box::pin(async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            Err(error)
-        })
-    }
-
-    #[tokio::test]
-    async fn a_create_that_may_have_happened_is_never_run_again() {
-        let store = MemoryIdempotency::new(Duration::from_secs(60), 100);
-        let creates = Arc::new(AtomicUsize::new(0));
-        let lost_answer = Error::DeadlineExceeded {
-            upstream: Some(crate::error::UpstreamId {
-                provider: "sutro",
-                host: "h".into(),
-            }),
-        };
-        let first = store
-            .run_once(
-                "t:k".into(),
-                "fp".into(),
-                failing_create(creates.clone(), lost_answer),
-            )
+        store.release(&key()).await.unwrap();
+        store.claim(&key(), &pending).await.unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.wait_settled(&key()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store.release(&key()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
-            .unwrap_err();
-        assert_eq!(first.code(), tonic::Code::DeadlineExceeded);
-        let retry = store
-            .run_once(
-                "t:k".into(),
-                "fp".into(),
-                counting_create(creates.clone(), "job-2"),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(retry.code(), tonic::Code::FailedPrecondition, "{retry}");
-        assert!(retry.to_string().contains("may"), "{retry}");
-        assert_eq!(creates.load(Ordering::SeqCst), 1, "no second create");
-    }
-
-    #[tokio::test]
-    async fn a_caller_that_leaves_does_not_cancel_the_create() {
-        let store = MemoryIdempotency::new(Duration::from_secs(60), 100);
-        let creates = Arc::new(AtomicUsize::new(0));
-        let leaving = store.run_once(
-            "t:k".into(),
-            "fp".into(),
-            counting_create(creates.clone(), "job-1"),
-        );
-        // The caller gives up long before the 50 ms create is done.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(5), leaving)
-                .await
-                .is_err()
-        );
-        let retry = store
-            .run_once(
-                "t:k".into(),
-                "fp".into(),
-                counting_create(creates.clone(), "job-2"),
-            )
-            .await
+            .expect("woken by the release")
+            .unwrap()
             .unwrap();
-        assert_eq!(
-            retry,
-            Outcome {
-                id: "job-1".into(),
-                replayed: true
-            }
-        );
-        assert_eq!(creates.load(Ordering::SeqCst), 1);
+        // A key nobody holds is settled at once.
+        store.wait_settled(&key()).await.unwrap();
     }
 }

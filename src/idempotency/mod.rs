@@ -1,67 +1,105 @@
 //! Idempotent creates: a caller's `request_id` maps to the first result for a day, so a
-//! retried create never makes a second upstream job. One trait; backends beside it.
+//! retried create never makes a second upstream job. A record store trait; backends beside it.
 
 mod memory;
+mod once;
 
 pub use memory::MemoryIdempotency;
+pub use once::{Outcome, create_once};
 
-use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::deadline::Deadline;
-use crate::error::{Error, Result, UpstreamId};
-
-/// The store key of a caller's request id: per provider and tenant, never raw keys.
-pub fn key(provider: &str, tenant: &str, request_id: &str) -> String {
-    format!("{provider}:{tenant}:{request_id}")
-}
+use crate::error::Result;
+use crate::keys::ResourceKey;
 
 /// A fingerprint of a request's content, to catch a request id reused for other content.
 pub fn fingerprint(content: &[u8]) -> String {
     hex::encode(Sha256::digest(content))
 }
 
-/// What a create with a request id resolved to.
+/// How the create of one request id stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Record {
+    /// A create is running. Its creator records how it ended by `until_ms` (Unix
+    /// milliseconds) or never will (it died), and then the resource may exist.
+    Pending {
+        /// When the creator's own bound on the create passes.
+        until_ms: u64,
+    },
+    /// The create made resource `id`.
+    Created {
+        /// The upstream's id of the created resource.
+        id: String,
+    },
+    /// The create ended without a clear answer: the resource may exist.
+    Unknown,
+}
+
+/// What a key holds: its record and the fingerprint of the request that claimed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The claiming request's [`fingerprint`].
+    pub fingerprint: String,
+    /// How its create stands.
+    pub record: Record,
+}
+
+/// What a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The id of the resource the first call created.
-    pub id: String,
-    /// True when this call replayed an earlier one instead of creating.
-    pub replayed: bool,
+pub enum Claim {
+    /// The key was free and now holds the claimer's entry.
+    Claimed,
+    /// The key already held this entry; nothing was written.
+    Existing(Entry),
 }
 
-/// Runs a keyed create through `store`, the caller waiting until `deadline`. The
-/// create itself is bounded by its own context (the services give it the configured
-/// upstream bound, not the caller's deadline) and runs on after the caller gives up,
-/// so that a retry with the same request id learns how it ended.
-pub async fn create_once(
-    store: &dyn IdempotencyStore,
-    key: String,
-    fingerprint: String,
-    deadline: Deadline,
-    upstream: &UpstreamId,
-    create: BoxFuture<'static, Result<String>>,
-) -> Result<Outcome> {
-    tokio::time::timeout_at(deadline.at(), store.run_once(key, fingerprint, create))
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::DeadlineExceeded {
-                upstream: Some(upstream.clone()),
-            })
-        })
-}
-
-/// Runs a create at most once per key.
+/// Where idempotency records live, each for the store's TTL. The once-only logic is
+/// [`create_once`], shared by every backend; a store only keeps records.
 #[tonic::async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
-    /// Runs `create` unless `key` was seen; concurrent calls with the same key wait for
-    /// the first and share its result. `fingerprint` identifies the request's content:
-    /// reusing a key for different content is FAILED_PRECONDITION. Failed creates are
-    /// not remembered, so they can be retried.
-    async fn run_once(
-        &self,
-        key: String,
-        fingerprint: String,
-        create: BoxFuture<'static, Result<String>>,
-    ) -> Result<Outcome>;
+    /// Stores `entry` under `key` if the key holds nothing, else returns what it holds
+    /// (Redis: `SET NX PX` with `GET`).
+    async fn claim(&self, key: &ResourceKey, entry: &Entry) -> Result<Claim>;
+
+    /// Replaces the entry of a key that still exists, keeping its expiry
+    /// (Redis: `SET XX KEEPTTL`).
+    async fn settle(&self, key: &ResourceKey, entry: &Entry) -> Result<()>;
+
+    /// Forgets `key`, so that its request id can be used again (Redis: `DEL`).
+    async fn release(&self, key: &ResourceKey) -> Result<()>;
+
+    /// Returns once `key` holds no `Pending` record: settled, released or expired.
+    /// Callers bound the wait (Redis: polls `GET`).
+    async fn wait_settled(&self, key: &ResourceKey) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_data_that_round_trip() {
+        for record in [
+            Record::Pending { until_ms: 42 },
+            Record::Created { id: "job-1".into() },
+            Record::Unknown,
+        ] {
+            let entry = Entry {
+                fingerprint: fingerprint(b"content"),
+                record,
+            };
+            let json = serde_json::to_string(&entry).unwrap();
+            assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), entry);
+        }
+        let created = Entry {
+            fingerprint: "fp".into(),
+            record: Record::Created { id: "b-1".into() },
+        };
+        assert_eq!(
+            serde_json::to_string(&created).unwrap(),
+            r#"{"fingerprint":"fp","record":{"state":"created","id":"b-1"}}"#
+        );
+    }
 }

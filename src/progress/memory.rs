@@ -2,10 +2,12 @@
 //! that starts with the first subscriber and stops with the last (or when it is done).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
+
+use super::{ProgressHub, Publisher, StartPoller, WatchState};
+use crate::keys::ResourceKey;
 
 /// Shares one poller per key among all local subscribers.
 pub struct MemoryHub<T> {
@@ -20,27 +22,26 @@ impl<T> Default for MemoryHub<T> {
     }
 }
 
-impl<T: Clone + Send + Sync + 'static> MemoryHub<T> {
-    /// Subscribes to `key`. If nobody watches it yet, `start` is called with the
-    /// channel's sender and the future it returns is spawned as the key's poller;
-    /// otherwise the running poller is shared. The poller is dropped when its last
-    /// subscriber leaves, and the key is forgotten when the poller ends.
-    pub fn subscribe<F, Fut>(&self, key: &str, initial: T, start: F) -> watch::Receiver<T>
-    where
-        F: FnOnce(watch::Sender<T>) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
+impl<T> ProgressHub<T> for MemoryHub<T>
+where
+    T: prost::Message + Default + Clone + PartialEq + 'static,
+{
+    fn subscribe(
+        &self,
+        key: &ResourceKey,
+        start: StartPoller<T>,
+    ) -> watch::Receiver<WatchState<T>> {
+        let key = key.to_string();
         let mut channels = self.lock();
-        if let Some(sender) = channels.get(key) {
+        if let Some(sender) = channels.get(&key) {
             return sender.subscribe();
         }
-        let (sender, receiver) = watch::channel(initial);
-        channels.insert(key.to_owned(), sender.clone());
+        let (sender, receiver) = watch::channel(WatchState::Connecting);
+        channels.insert(key.clone(), sender.clone());
         drop(channels);
 
-        let poller = start(sender.clone());
+        let poller = start(Publisher::new(sender.clone()));
         let registry = self.channels.clone();
-        let key = key.to_owned();
         tokio::spawn(async move {
             tokio::pin!(poller);
             loop {
@@ -62,17 +63,18 @@ impl<T: Clone + Send + Sync + 'static> MemoryHub<T> {
         receiver
     }
 
-    /// How many keys have a running poller.
-    pub fn active(&self) -> usize {
+    fn active(&self) -> usize {
         self.lock().len()
     }
+}
 
+impl<T> MemoryHub<T> {
     fn lock(&self) -> MutexGuard<'_, Channels<T>> {
         lock(&self.channels)
     }
 }
 
-type Channels<T> = HashMap<String, watch::Sender<T>>;
+type Channels<T> = HashMap<String, watch::Sender<WatchState<T>>>;
 
 fn lock<T>(channels: &Mutex<Channels<T>>) -> MutexGuard<'_, Channels<T>> {
     channels
@@ -81,7 +83,7 @@ fn lock<T>(channels: &Mutex<Channels<T>>) -> MutexGuard<'_, Channels<T>> {
 }
 
 /// Forgets `key` if it still names this poller's channel (a newer poller may own it).
-fn forget<T>(channels: &mut Channels<T>, key: &str, sender: &watch::Sender<T>) {
+fn forget<T>(channels: &mut Channels<T>, key: &str, sender: &watch::Sender<WatchState<T>>) {
     if channels.get(key).is_some_and(|s| s.same_channel(sender)) {
         channels.remove(key);
     }
@@ -93,6 +95,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    fn key(id: &str) -> ResourceKey {
+        ResourceKey::new("t", "sutro", crate::keys::kind::WATCH, id)
+    }
+
     #[tokio::test]
     async fn many_subscribers_share_one_poller_which_stops_with_the_last() {
         let hub = MemoryHub::<u64>::default();
@@ -100,17 +106,18 @@ mod tests {
         let mut receivers = Vec::new();
         for _ in 0..1000 {
             let started = started.clone();
-            receivers.push(hub.subscribe("job-1", 0, move |tx| {
-                started.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    for n in 1.. {
-                        if tx.send(n).is_err() {
-                            return;
+            receivers.push(hub.subscribe(
+                &key("job-1"),
+                Box::new(move |publisher| {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    Box::pin(async move {
+                        for n in 1.. {
+                            publisher.publish(n, false);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
                         }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }));
+                    })
+                }),
+            ));
         }
         assert_eq!(started.load(Ordering::SeqCst), 1);
         for rx in &mut receivers {
@@ -129,11 +136,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_poller_keeps_its_last_value_for_late_readers() {
-        let hub = MemoryHub::<&'static str>::default();
-        let mut rx = hub.subscribe("job-2", "starting", |tx| async move {
-            let _ = tx.send("done");
-        });
+        let hub = MemoryHub::<String>::default();
+        let mut rx = hub.subscribe(
+            &key("job-2"),
+            Box::new(|publisher| Box::pin(async move { publisher.publish("done".into(), true) })),
+        );
         rx.changed().await.unwrap();
-        assert_eq!(*rx.borrow(), "done");
+        assert!(
+            matches!(&*rx.borrow(), WatchState::Live { value, done: true, .. } if value == "done")
+        );
+    }
+
+    #[tokio::test]
+    async fn tenants_never_share_a_poller() {
+        let hub = MemoryHub::<u64>::default();
+        let idle =
+            || -> StartPoller<u64> { Box::new(|_publisher| Box::pin(std::future::pending())) };
+        let a = hub.subscribe(&key("job-3"), idle());
+        let other = ResourceKey::new("u", "sutro", crate::keys::kind::WATCH, "job-3");
+        let b = hub.subscribe(&other, idle());
+        assert_eq!(hub.active(), 2);
+        drop((a, b));
     }
 }

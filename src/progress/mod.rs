@@ -9,10 +9,12 @@ pub use stream::{EventKind, first_state, watcher_stream};
 
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::watch;
-use tonic::Status;
 
 use crate::config::Config;
+use crate::error::Error;
+use crate::keys::ResourceKey;
 
 /// Timing of watches.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +44,8 @@ impl WatchTiming {
     }
 }
 
-/// What the watcher of one resource has published.
+/// What the watcher of one resource has published. The value is a prost message so
+/// a backend can carry it between replicas.
 #[derive(Debug, Clone)]
 pub enum WatchState<T> {
     /// The first upstream read has not come back yet.
@@ -57,21 +60,91 @@ pub enum WatchState<T> {
         observed_at: prost_types::Timestamp,
     },
     /// The resource cannot be watched (unknown, bad key, gave up).
-    Failed(Status),
+    Failed(Error),
 }
 
-/// Publishes `value` unless it equals what subscribers already have, so that
-/// subscribers wake only for real changes.
-pub fn publish<T: PartialEq>(tx: &watch::Sender<WatchState<T>>, value: T, done: bool) {
-    tx.send_if_modified(|state| {
-        let unchanged = matches!(state, WatchState::Live { value: old, done: was, .. } if *was == done && *old == value);
-        if !unchanged {
-            *state = WatchState::Live {
-                value,
-                done,
-                observed_at: crate::convert::now_timestamp(),
-            };
+/// Starts the poller of one resource: given where to publish, the future that polls.
+pub type StartPoller<T> = Box<dyn FnOnce(Publisher<T>) -> BoxFuture<'static, ()> + Send>;
+
+/// Shares one upstream watcher per resource among all its subscribers.
+pub trait ProgressHub<T>: Send + Sync + 'static
+where
+    T: prost::Message + Default + Clone + PartialEq + 'static,
+{
+    /// Subscribes to `key`. If nobody follows the resource yet, `start` is called and
+    /// the future it returns runs as the resource's poller; otherwise the running
+    /// watcher is shared and `start` is dropped. The poller stops when the last
+    /// subscriber leaves (or when it is done).
+    fn subscribe(&self, key: &ResourceKey, start: StartPoller<T>)
+    -> watch::Receiver<WatchState<T>>;
+
+    /// How many resources this replica follows right now.
+    fn active(&self) -> usize;
+}
+
+/// Where a poller publishes what it reads.
+pub struct Publisher<T> {
+    tx: watch::Sender<WatchState<T>>,
+}
+
+impl<T: PartialEq> Publisher<T> {
+    /// A publisher into `tx`, for hub backends.
+    pub fn new(tx: watch::Sender<WatchState<T>>) -> Self {
+        Self { tx }
+    }
+
+    /// Publishes `value` unless it equals what subscribers already have, so that
+    /// subscribers wake only for real changes.
+    pub fn publish(&self, value: T, done: bool) {
+        self.tx.send_if_modified(|state| {
+            let unchanged = matches!(state, WatchState::Live { value: old, done: was, .. } if *was == done && *old == value);
+            if !unchanged {
+                *state = WatchState::Live {
+                    value,
+                    done,
+                    observed_at: crate::convert::now_timestamp(),
+                };
+            }
+            !unchanged
+        });
+    }
+
+    /// Ends the watch with `error`, for every subscriber.
+    pub fn fail(&self, error: Error) {
+        self.tx.send_replace(WatchState::Failed(error));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changes_wake_subscribers() {
+        let (tx, mut rx) = watch::channel(WatchState::Connecting);
+        let publisher = Publisher::new(tx);
+        publisher.publish(1_u64, false);
+        assert!(rx.has_changed().unwrap());
+        let first = match &*rx.borrow_and_update() {
+            WatchState::Live { observed_at, .. } => *observed_at,
+            other => panic!("{other:?}"),
+        };
+        assert!(first.seconds > 0);
+        publisher.publish(1, false);
+        assert!(!rx.has_changed().unwrap(), "the same value is no change");
+        publisher.publish(1, true);
+        match &*rx.borrow_and_update() {
+            WatchState::Live {
+                value: 1,
+                done: true,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
         }
-        !unchanged
-    });
+        publisher.fail(Error::Unavailable("gone".into()));
+        assert!(matches!(
+            &*rx.borrow_and_update(),
+            WatchState::Failed(Error::Unavailable(_))
+        ));
+    }
 }

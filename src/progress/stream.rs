@@ -29,8 +29,8 @@ pub async fn first_state<T>(rx: &mut watch::Receiver<WatchState<T>>) -> Result<(
         .wait_for(|state| !matches!(state, WatchState::Connecting))
         .await
         .map_err(|_| Status::unavailable("the watcher stopped before it started"))?;
-    if let WatchState::Failed(status) = &*state {
-        return Err(status.clone());
+    if let WatchState::Failed(error) = &*state {
+        return Err(Status::from(error));
     }
     Ok(())
 }
@@ -56,8 +56,8 @@ where
             let state = rx.borrow_and_update().clone();
             match state {
                 WatchState::Connecting => {}
-                WatchState::Failed(status) => {
-                    yield Err(status);
+                WatchState::Failed(error) => {
+                    yield Err(Status::from(error));
                     return;
                 }
                 WatchState::Live { value, done: true, observed_at } => {

@@ -7,11 +7,12 @@ use moka::future::Cache;
 
 use super::{JobRecord, RecordStore};
 use crate::error::Result;
+use crate::keys::ResourceKey;
 
 /// Job records kept in this process.
 #[derive(Clone)]
 pub struct MemoryRecords {
-    records: Cache<String, JobRecord>,
+    records: Cache<ResourceKey, JobRecord>,
 }
 
 impl MemoryRecords {
@@ -28,12 +29,12 @@ impl MemoryRecords {
 
 #[tonic::async_trait]
 impl RecordStore for MemoryRecords {
-    async fn put(&self, key: String, record: JobRecord) -> Result<()> {
-        self.records.insert(key, record).await;
+    async fn put(&self, key: &ResourceKey, record: JobRecord) -> Result<()> {
+        self.records.insert(key.clone(), record).await;
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Option<JobRecord>> {
+    async fn get(&self, key: &ResourceKey) -> Result<Option<JobRecord>> {
         Ok(self.records.get(key).await)
     }
 }
@@ -48,10 +49,12 @@ mod tests {
         let record = JobRecord {
             id_column_name: Some("row_id".into()),
         };
-        store.put("a".into(), record.clone()).await.unwrap();
-        assert_eq!(store.get("a").await.unwrap(), Some(record));
-        assert_eq!(store.get("b").await.unwrap(), None);
-        store.put("a".into(), JobRecord::default()).await.unwrap();
-        assert!(store.get("a").await.unwrap().unwrap().is_empty());
+        let key =
+            |tenant: &str| ResourceKey::new(tenant, "sutro", crate::keys::kind::RECORD, "job-1");
+        store.put(&key("a"), record.clone()).await.unwrap();
+        assert_eq!(store.get(&key("a")).await.unwrap(), Some(record));
+        assert_eq!(store.get(&key("b")).await.unwrap(), None, "per tenant");
+        store.put(&key("a"), JobRecord::default()).await.unwrap();
+        assert!(store.get(&key("a")).await.unwrap().unwrap().is_empty());
     }
 }

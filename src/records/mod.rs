@@ -8,6 +8,7 @@ pub use memory::MemoryRecords;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::keys::ResourceKey;
 
 /// The gateway's own notes on one job it created.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,16 +24,11 @@ impl JobRecord {
     }
 }
 
-/// The store key of a job's record: per tenant, so a tenant reads only its own notes.
-pub fn key(provider: &str, tenant: &str, id: &str) -> String {
-    format!("{provider}:{tenant}:{id}:record")
-}
-
 /// Where job records are kept. One trait; backends beside it.
 #[tonic::async_trait]
 pub trait RecordStore: Send + Sync + 'static {
     /// Keeps `record` under `key`, replacing what was there.
-    async fn put(&self, key: String, record: JobRecord) -> Result<()>;
+    async fn put(&self, key: &ResourceKey, record: JobRecord) -> Result<()>;
     /// The record under `key`, if one is kept.
-    async fn get(&self, key: &str) -> Result<Option<JobRecord>>;
+    async fn get(&self, key: &ResourceKey) -> Result<Option<JobRecord>>;
 }

@@ -3,6 +3,7 @@
 
 pub mod batches;
 pub mod chunking;
+pub mod core;
 pub mod jobs;
 pub mod validate;
 
@@ -17,16 +18,4 @@ pub fn page_size(requested: i32, default: u32) -> u32 {
 /// A `page_token`, with the empty string meaning the first page.
 pub fn page_token(token: &str) -> Option<&str> {
     Some(token).filter(|t| !t.is_empty())
-}
-
-/// Wraps a reply, echoing the upstream's request id to the caller as
-/// `x-upstream-request-id` response metadata.
-pub fn respond<T>(body: T, upstream_request_id: Option<&str>) -> tonic::Response<T> {
-    let mut response = tonic::Response::new(body);
-    if let Some(value) = upstream_request_id.and_then(|id| id.parse().ok()) {
-        response
-            .metadata_mut()
-            .insert("x-upstream-request-id", value);
-    }
-    response
 }

@@ -16,6 +16,7 @@ use url::Url;
 use crate::config::RetryPolicy;
 use crate::context::CallContext;
 use crate::error::{Error, Result, UpstreamFailure, UpstreamId};
+pub use crate::upstream::reply::Reply;
 
 /// How an upstream expects its key in the `Authorization` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,15 +79,6 @@ impl Call {
         self.query.push((name, value.to_string()));
         self
     }
-}
-
-/// A decoded upstream answer and the upstream's request id.
-#[derive(Debug)]
-pub struct Reply<T> {
-    /// The decoded body.
-    pub body: T,
-    /// The upstream's `x-request-id`, echoed to callers.
-    pub request_id: Option<String>,
 }
 
 /// The shared HTTP client of one upstream.

@@ -9,71 +9,25 @@ mod validate;
 mod watch;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use prost::Message;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::config::Config;
-use crate::context::CallContext;
-use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::idempotency::{self, IdempotencyStore};
-use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
 use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
 use crate::services::chunking::{chunk_by, repeated_field_size, within_message_limit};
-use crate::services::jobs::ServerStream;
-use crate::services::{page_size, page_token, respond};
+use crate::services::core::{ServerStream, ServiceCore};
+use crate::services::{page_size, page_token};
 use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
 use dedupe::SentIds;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
-use watch::{BatchWatchHub, poll_batch, watch_key, watch_message};
 
-/// Everything the xAI service needs, shared by all calls.
-#[derive(Clone)]
-pub struct BatchesService {
-    xai: XaiClient,
-    config: Arc<Config>,
-    idempotency: Arc<dyn IdempotencyStore>,
-    watches: BatchWatchHub,
-    shutdown: CancellationToken,
-}
-
-impl BatchesService {
-    /// The service over `xai`, with the given shared state.
-    pub fn new(
-        xai: XaiClient,
-        config: Arc<Config>,
-        idempotency: Arc<dyn IdempotencyStore>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            xai,
-            config,
-            idempotency,
-            watches: BatchWatchHub::default(),
-            shutdown,
-        }
-    }
-
-    /// Batches being watched right now (one upstream poller each).
-    pub fn active_watches(&self) -> usize {
-        self.watches.active()
-    }
-
-    fn context<T>(&self, request: &Request<T>) -> Result<CallContext> {
-        CallContext::from_metadata(
-            request.metadata(),
-            self.config.xai_api_key.as_ref(),
-            self.config.upstream_timeout,
-        )
-    }
-}
+/// The xAI service: the shared core over an `XaiClient`.
+pub type BatchesService = ServiceCore<XaiClient>;
 
 #[tonic::async_trait]
-impl BatchService for BatchesService {
+impl BatchService for ServiceCore<XaiClient> {
     async fn create_batch(
         &self,
         request: Request<pb::CreateBatchRequest>,
@@ -83,45 +37,27 @@ impl BatchService for BatchesService {
         validate::create_batch(&request)?;
         if request.request_id.is_empty() {
             let reply = self
-                .xai
+                .client
                 .create_batch(&request.name, request.input_file_id.as_deref(), &ctx)
                 .await?;
-            return Ok(respond(
-                batch_to_proto(reply.body),
-                reply.request_id.as_deref(),
-            ));
+            return Ok(reply.map(batch_to_proto).into_response());
         }
-        let key = idempotency::key("xai", &ctx.caller.tenant, &request.request_id);
-        let fingerprint = idempotency::fingerprint(
-            &pb::CreateBatchRequest {
-                request_id: String::new(),
-                ..request.clone()
-            }
-            .encode_to_vec(),
-        );
-        let xai = self.xai.clone();
-        let create_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
-        let create = Box::pin(async move {
-            let reply = xai
-                .create_batch(&request.name, request.input_file_id.as_deref(), &create_ctx)
-                .await?;
-            Ok(reply.body.batch_id)
-        });
-        let outcome = idempotency::create_once(
-            self.idempotency.as_ref(),
-            key,
-            fingerprint,
-            ctx.deadline,
-            self.xai.upstream(),
-            create,
-        )
-        .await?;
+        let content = pb::CreateBatchRequest {
+            request_id: String::new(),
+            ..request.clone()
+        }
+        .encode_to_vec();
+        let outcome = self
+            .create_once(&ctx, &request.request_id, &content, |xai, ctx| async move {
+                let reply = xai
+                    .create_batch(&request.name, request.input_file_id.as_deref(), &ctx)
+                    .await?;
+                Ok((reply.body.batch_id, ()))
+            })
+            .await?;
         // Answer with the batch as it is now, whether just created or replayed.
-        let reply = self.xai.batch(&outcome.id, &ctx).await?;
-        Ok(respond(
-            batch_to_proto(reply.body),
-            reply.request_id.as_deref(),
-        ))
+        let reply = self.client.batch(outcome.id(), &ctx).await?;
+        Ok(reply.map(batch_to_proto).into_response())
     }
 
     async fn get_batch(
@@ -131,11 +67,8 @@ impl BatchService for BatchesService {
         let ctx = self.context(&request)?;
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
-        let reply = self.xai.batch(&batch_id, &ctx).await?;
-        Ok(respond(
-            batch_to_proto(reply.body),
-            reply.request_id.as_deref(),
-        ))
+        let reply = self.client.batch(&batch_id, &ctx).await?;
+        Ok(reply.map(batch_to_proto).into_response())
     }
 
     async fn list_batches(
@@ -146,20 +79,19 @@ impl BatchService for BatchesService {
         let request = request.into_inner();
         validate::list_batches(&request)?;
         let reply = self
-            .xai
+            .client
             .list_batches(
                 page_size(request.page_size, 100),
                 page_token(&request.page_token),
                 &ctx,
             )
             .await?;
-        Ok(respond(
-            pb::ListBatchesResponse {
-                batches: reply.body.batches.into_iter().map(batch_to_proto).collect(),
-                next_page_token: next_token(reply.body.pagination_token),
-            },
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply
+            .map(|body| pb::ListBatchesResponse {
+                batches: body.batches.into_iter().map(batch_to_proto).collect(),
+                next_page_token: next_token(body.pagination_token),
+            })
+            .into_response())
     }
 
     async fn cancel_batch(
@@ -169,11 +101,8 @@ impl BatchService for BatchesService {
         let ctx = self.context(&request)?;
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
-        let reply = self.xai.cancel_batch(&batch_id, &ctx).await?;
-        Ok(respond(
-            batch_to_proto(reply.body),
-            reply.request_id.as_deref(),
-        ))
+        let reply = self.client.cancel_batch(&batch_id, &ctx).await?;
+        Ok(reply.map(batch_to_proto).into_response())
     }
 
     async fn add_batch_requests(
@@ -188,7 +117,7 @@ impl BatchService for BatchesService {
             self.config.xai_add_chunk_bytes,
             self.config.xai_add_chunk_requests,
         );
-        let reply = add::execute(&self.xai, &request.batch_id, plan, &ctx).await?;
+        let reply = add::execute(&self.client, &request.batch_id, plan, &ctx).await?;
         Ok(Response::new(reply))
     }
 
@@ -201,7 +130,7 @@ impl BatchService for BatchesService {
         validate::page(&request.batch_id, request.page_size, &request.page_token)?;
         let wanted: HashSet<i32> = request.states.iter().copied().collect();
         let reply = self
-            .xai
+            .client
             .list_request_metadata(
                 &request.batch_id,
                 page_size(request.page_size, 100),
@@ -209,20 +138,19 @@ impl BatchService for BatchesService {
                 &ctx,
             )
             .await?;
-        let batch_request_metadata = reply
-            .body
-            .batch_request_metadata
-            .into_iter()
-            .filter(|m| wanted.is_empty() || wanted.contains(&i32::from(parse_state(&m.state))))
-            .map(metadata_to_proto)
-            .collect();
-        Ok(respond(
-            pb::ListBatchRequestMetadataResponse {
-                batch_request_metadata,
-                next_page_token: next_token(reply.body.pagination_token),
-            },
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply
+            .map(|body| pb::ListBatchRequestMetadataResponse {
+                batch_request_metadata: body
+                    .batch_request_metadata
+                    .into_iter()
+                    .filter(|m| {
+                        wanted.is_empty() || wanted.contains(&i32::from(parse_state(&m.state)))
+                    })
+                    .map(metadata_to_proto)
+                    .collect(),
+                next_page_token: next_token(body.pagination_token),
+            })
+            .into_response())
     }
 
     async fn list_batch_results(
@@ -235,31 +163,30 @@ impl BatchService for BatchesService {
         let start = paging::parse(&request.page_token);
         let limit = start.limit.unwrap_or(page_size(request.page_size, 100));
         let reply = self
-            .xai
+            .client
             .list_results(&request.batch_id, limit, start.upstream, &ctx)
             .await?;
-        let mut results: Vec<_> = reply
-            .body
-            .results
-            .into_iter()
-            .skip(start.skip)
-            .map(result_to_proto)
-            .collect();
-        // An upstream page too large for one message goes out in parts.
-        let fit = paging::fitting(&results)?;
-        let next_page_token = if fit < results.len() {
-            paging::resume(start.upstream, limit, start.skip + fit)
-        } else {
-            next_token(reply.body.pagination_token)
-        };
-        results.truncate(fit);
-        Ok(respond(
-            pb::ListBatchResultsResponse {
+        let reply = reply.try_map(|body| {
+            let mut results: Vec<_> = body
+                .results
+                .into_iter()
+                .skip(start.skip)
+                .map(result_to_proto)
+                .collect();
+            // An upstream page too large for one message goes out in parts.
+            let fit = paging::fitting(&results)?;
+            let next_page_token = if fit < results.len() {
+                paging::resume(start.upstream, limit, start.skip + fit)
+            } else {
+                next_token(body.pagination_token)
+            };
+            results.truncate(fit);
+            Ok::<_, Error>(pb::ListBatchResultsResponse {
                 results,
                 next_page_token,
-            },
-            reply.request_id.as_deref(),
-        ))
+            })
+        })?;
+        Ok(reply.into_response())
     }
 
     type StreamBatchResultsStream = ServerStream<pb::StreamBatchResultsResponse>;
@@ -274,12 +201,12 @@ impl BatchService for BatchesService {
         let limit = page_size(request.upstream_page_size, 1000);
         // The first page is read before answering, so a bad id fails the call itself.
         let first = self
-            .xai
+            .client
             .list_results(&request.batch_id, limit, None, &ctx)
             .await?
             .body;
         let (xai, batch_id, chunk_bytes) = (
-            self.xai.clone(),
+            self.client.clone(),
             request.batch_id,
             self.config.results_chunk_bytes,
         );
@@ -319,28 +246,10 @@ impl BatchService for BatchesService {
         &self,
         request: Request<pb::WatchBatchRequest>,
     ) -> Result<Response<Self::WatchBatchStream>, Status> {
-        if self.shutdown.is_cancelled() {
-            return Err(Error::Unavailable("batchgate is shutting down".into()).into());
-        }
-        let ctx = self.context(&request)?;
-        let batch_id = request.into_inner().batch_id;
-        validate::batch_id(&batch_id)?;
-        let timing = WatchTiming::from_config(&self.config);
-        let key = watch_key(&ctx.caller.tenant, &batch_id);
-        let xai = self.xai.clone();
-        let mut rx = self
-            .watches
-            .subscribe(&key, WatchState::Connecting, move |tx| {
-                poll_batch(xai, ctx, batch_id, timing, tx)
-            });
-        first_state(&mut rx).await?;
-        let stream = watcher_stream(
-            rx,
-            timing,
-            self.shutdown.clone(),
-            "WatchBatch",
-            watch_message,
-        );
-        Ok(Response::new(Box::pin(stream)))
+        self.watch(request, "WatchBatch", |request| {
+            validate::batch_id(&request.batch_id)?;
+            Ok(request.batch_id)
+        })
+        .await
     }
 }

@@ -1,23 +1,19 @@
 //! WatchBatch: one poller per (tenant, batch) reads the batch's counters; watchers get
 //! the snapshot, each change, heartbeats, and a final message once the batch is done.
 
-use std::sync::Arc;
-
-use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
-use tonic::Status;
 
 use super::translate::batch_to_proto;
+use crate::config::Config;
 use crate::context::CallContext;
 use crate::convert::now_timestamp;
 use crate::deadline::Deadline;
-use crate::error::Error;
-use crate::progress::{EventKind, MemoryHub, WatchState, WatchTiming, publish};
+use crate::error::{Error, UpstreamId};
+use crate::progress::{EventKind, Publisher, WatchTiming};
 use crate::proto::xai::v1::{Batch, DoneReason, WatchBatchResponse, WatchEventKind};
+use crate::services::core::Provider;
+use crate::tenant::Secret;
 use crate::upstream::xai::XaiClient;
-
-/// The hub of xAI batch watches.
-pub type BatchWatchHub = Arc<MemoryHub<WatchState<Batch>>>;
 
 /// Why a batch is done, or UNSPECIFIED while it is not. xAI's own SDK rule: nothing
 /// pending, and either at least one request or the batch ended (cancelled, by the caller
@@ -49,72 +45,75 @@ pub fn done_reason(batch: &Batch, now: &prost_types::Timestamp) -> DoneReason {
     }
 }
 
-/// The poller of one batch: publishes until the batch is done, the watch fails, or
-/// (by being dropped) the last watcher leaves.
-pub async fn poll_batch(
-    client: XaiClient,
-    ctx: CallContext,
-    batch_id: String,
-    timing: WatchTiming,
-    tx: watch::Sender<WatchState<Batch>>,
-) {
-    let started = Instant::now();
-    let mut first = true;
-    loop {
-        let call_ctx = ctx.with_deadline(Deadline::after(timing.call_timeout));
-        match client.batch(&batch_id, &call_ctx).await {
-            Ok(reply) => {
-                let batch = batch_to_proto(reply.body);
-                let done = done_reason(&batch, &now_timestamp()) != DoneReason::Unspecified;
-                publish(&tx, batch, done);
-                if done {
+/// xAI batches are watched by reading the batch until it is done.
+impl Provider for XaiClient {
+    type Progress = Batch;
+    type WatchMessage = WatchBatchResponse;
+
+    fn upstream(&self) -> &UpstreamId {
+        XaiClient::upstream(self)
+    }
+
+    fn managed_key(config: &Config) -> Option<&Secret> {
+        config.xai_api_key.as_ref()
+    }
+
+    async fn poll(
+        self,
+        ctx: CallContext,
+        batch_id: String,
+        timing: WatchTiming,
+        publisher: Publisher<Batch>,
+    ) {
+        let started = Instant::now();
+        let mut first = true;
+        loop {
+            let call_ctx = ctx.with_deadline(Deadline::after(timing.call_timeout));
+            match self.batch(&batch_id, &call_ctx).await {
+                Ok(reply) => {
+                    let batch = batch_to_proto(reply.body);
+                    let done = done_reason(&batch, &now_timestamp()) != DoneReason::Unspecified;
+                    publisher.publish(batch, done);
+                    if done {
+                        return;
+                    }
+                }
+                // Later reads ride out passing trouble; the first one must succeed so
+                // that a bad id or key fails the call at once.
+                Err(error) if !first && error.is_transient() => {
+                    tracing::debug!(%error, batch_id, "batch poll failed; will retry");
+                }
+                Err(error) => {
+                    publisher.fail(error);
                     return;
                 }
             }
-            // Later reads ride out passing trouble; the first one must succeed so
-            // that a bad id or key fails the call at once.
-            Err(error) if !first && error.is_transient() => {
-                tracing::debug!(%error, batch_id, "batch poll failed; will retry");
-            }
-            Err(error) => {
-                let _ = tx.send(WatchState::Failed(Status::from(error)));
+            first = false;
+            if started.elapsed() > timing.max {
+                publisher.fail(Error::DeadlineExceeded { upstream: None });
                 return;
             }
+            sleep(timing.poll).await;
         }
-        first = false;
-        if started.elapsed() > timing.max {
-            let _ = tx.send(WatchState::Failed(Status::from(Error::DeadlineExceeded {
-                upstream: None,
-            })));
-            return;
+    }
+
+    /// FINAL messages say why the batch is done.
+    fn watch_message(
+        kind: EventKind,
+        batch: Batch,
+        observed_at: prost_types::Timestamp,
+    ) -> WatchBatchResponse {
+        let done_reason = match kind {
+            EventKind::Final => done_reason(&batch, &observed_at),
+            _ => DoneReason::Unspecified,
+        };
+        WatchBatchResponse {
+            kind: WatchEventKind::from(kind).into(),
+            batch: Some(batch),
+            done_reason: done_reason.into(),
+            observed_at: Some(observed_at),
         }
-        sleep(timing.poll).await;
     }
-}
-
-/// A watch message; FINAL messages say why the batch is done.
-pub fn watch_message(
-    kind: EventKind,
-    batch: Batch,
-    observed_at: prost_types::Timestamp,
-) -> WatchBatchResponse {
-    let (kind, done_reason) = match kind {
-        EventKind::Snapshot => (WatchEventKind::Snapshot, DoneReason::Unspecified),
-        EventKind::Progress => (WatchEventKind::Progress, DoneReason::Unspecified),
-        EventKind::Heartbeat => (WatchEventKind::Heartbeat, DoneReason::Unspecified),
-        EventKind::Final => (WatchEventKind::Final, done_reason(&batch, &observed_at)),
-    };
-    WatchBatchResponse {
-        kind: kind.into(),
-        batch: Some(batch),
-        done_reason: done_reason.into(),
-        observed_at: Some(observed_at),
-    }
-}
-
-/// The hub key of a watch: tenants never share a poller.
-pub fn watch_key(tenant: &str, batch_id: &str) -> String {
-    format!("xai:{tenant}:{batch_id}")
 }
 
 #[cfg(test)]

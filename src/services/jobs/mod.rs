@@ -6,87 +6,28 @@ mod translate;
 mod validate;
 pub mod watch;
 
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
-
-use futures_util::Stream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::config::Config;
-use crate::context::CallContext;
-use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::idempotency::{self, IdempotencyStore};
-use crate::progress::{WatchState, WatchTiming, first_state, watcher_stream};
+use crate::idempotency::Outcome;
 use crate::proto::sutro::v1::{
     self as pb, create_job_request::Inputs, job_service_server::JobService,
 };
-use crate::records::{self, JobRecord, MemoryRecords, RecordStore};
+use crate::records::JobRecord;
 use crate::services::chunking::within_message_limit;
-use crate::services::{page_size, page_token, respond};
+use crate::services::core::{ServerStream, ServiceCore};
+use crate::services::{page_size, page_token};
+use crate::upstream::reply::Reply;
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
+use crate::upstream::sutro_models::CreateJobReply;
 use results::ResultColumns;
 use translate::{create_body, failure_reason, job_to_proto, parse_status};
-use watch::{JobWatchHub, poll_job, watch_key, watch_message};
 
-/// A server stream of gRPC messages.
-pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Everything the Sutro service needs, shared by all calls.
-#[derive(Clone)]
-pub struct JobsService {
-    sutro: SutroClient,
-    config: Arc<Config>,
-    idempotency: Arc<dyn IdempotencyStore>,
-    records: Arc<dyn RecordStore>,
-    watches: JobWatchHub,
-    shutdown: CancellationToken,
-}
-
-/// How long the gateway remembers a job's own notes (its id column): about as long as
-/// a caller may still ask for the job's results.
-const JOB_RECORD_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
-impl JobsService {
-    /// The service over `sutro`, with the given shared state.
-    pub fn new(
-        sutro: SutroClient,
-        config: Arc<Config>,
-        idempotency: Arc<dyn IdempotencyStore>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            sutro,
-            config,
-            idempotency,
-            records: Arc::new(MemoryRecords::new(JOB_RECORD_TTL, 1_000_000)),
-            watches: JobWatchHub::default(),
-            shutdown,
-        }
-    }
-
-    /// Jobs being watched right now (one upstream poller each).
-    pub fn active_watches(&self) -> usize {
-        self.watches.active()
-    }
-
-    fn context<T>(&self, request: &Request<T>) -> Result<CallContext> {
-        CallContext::from_metadata(
-            request.metadata(),
-            self.config.sutro_api_key.as_ref(),
-            self.config.upstream_timeout,
-        )
-    }
-
-    fn timing(&self) -> WatchTiming {
-        WatchTiming::from_config(&self.config)
-    }
-}
+/// The Sutro service: the shared core over a `SutroClient`.
+pub type JobsService = ServiceCore<SutroClient>;
 
 #[tonic::async_trait]
-impl JobService for JobsService {
+impl JobService for ServiceCore<SutroClient> {
     async fn create_job(
         &self,
         request: Request<pb::CreateJobRequest>,
@@ -101,56 +42,39 @@ impl JobService for JobsService {
                 _ => None,
             },
         };
-        let remember = Remember {
-            records: self.records.clone(),
-            tenant: ctx.caller.tenant.clone(),
-            record,
-        };
+        let remember = self.remember(&ctx, record);
 
         if request.request_id.is_empty() {
-            let reply = self.sutro.create_job(body, &ctx).await?;
-            let job_id = created_id(&self.sutro, &reply.body)?;
-            remember.job(&job_id).await;
-            let message = reply.body.message();
-            return Ok(respond(
-                pb::CreateJobResponse {
-                    job_id,
-                    message,
-                    replayed: false,
-                },
-                reply.request_id.as_deref(),
-            ));
+            let reply = self.client.create_job(body, &ctx).await?;
+            let job_id = created_id(&self.client, &reply.body)?;
+            remember.keep(&job_id).await;
+            return Ok(created(job_id, reply));
         }
 
-        let key = idempotency::key("sutro", &ctx.caller.tenant, &request.request_id);
-        let fingerprint = idempotency::fingerprint(body.to_string().as_bytes());
-        let sutro = self.sutro.clone();
-        let create_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
-        let create = Box::pin(async move {
-            let reply = sutro.create_job(body, &create_ctx).await?;
-            let job_id = created_id(&sutro, &reply.body)?;
-            // Inside the detached create, so a caller that leaves cannot skip it.
-            remember.job(&job_id).await;
-            Ok(job_id)
-        });
-        let outcome = idempotency::create_once(
-            self.idempotency.as_ref(),
-            key,
-            fingerprint,
-            ctx.deadline,
-            self.sutro.upstream(),
-            create,
-        )
-        .await?;
-        Ok(Response::new(pb::CreateJobResponse {
-            job_id: outcome.id,
-            message: if outcome.replayed {
-                "Job already created for this request_id".into()
-            } else {
-                "Job created successfully".into()
-            },
-            replayed: outcome.replayed,
-        }))
+        let content = body.to_string();
+        let outcome = self
+            .create_once(
+                &ctx,
+                &request.request_id,
+                content.as_bytes(),
+                |sutro, ctx| async move {
+                    let reply = sutro.create_job(body, &ctx).await?;
+                    let job_id = created_id(&sutro, &reply.body)?;
+                    // Inside the detached create, so a caller that leaves cannot skip it.
+                    remember.keep(&job_id).await;
+                    Ok((job_id, reply))
+                },
+            )
+            .await?;
+        Ok(match outcome {
+            Outcome::Created { id, reply } => created(id, reply),
+            // A replay sends nothing upstream: there is no upstream request id to echo.
+            Outcome::Replayed { id } => Response::new(pb::CreateJobResponse {
+                job_id: id,
+                message: "Job already created for this request_id; no new job was made".into(),
+                replayed: true,
+            }),
+        })
     }
 
     async fn get_job_status(
@@ -160,21 +84,21 @@ impl JobService for JobsService {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let reply = self.sutro.job_status(&job_id, &ctx).await?;
-        let raw_status = reply.body.status_of(&job_id).ok_or_else(|| {
-            self.sutro
-                .protocol_error("job_status names no status for this job")
-        })?;
-        Ok(respond(
-            pb::GetJobStatusResponse {
+        let reply = self.client.job_status(&job_id, &ctx).await?;
+        let reply = reply.try_map(|body| {
+            let raw_status = body.status_of(&job_id).ok_or_else(|| {
+                self.client
+                    .protocol_error("job_status names no status for this job")
+            })?;
+            Ok::<_, Error>(pb::GetJobStatusResponse {
                 status: parse_status(&raw_status).into(),
                 raw_status,
-                failure_reason: failure_reason(reply.body.failure_reason()),
-                message: reply.body.message(),
+                failure_reason: failure_reason(body.failure_reason()),
+                message: body.message(),
                 job_id,
-            },
-            reply.request_id.as_deref(),
-        ))
+            })
+        })?;
+        Ok(reply.into_response())
     }
 
     async fn get_job(
@@ -184,11 +108,8 @@ impl JobService for JobsService {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let reply = self.sutro.job(&job_id, &ctx).await?;
-        Ok(respond(
-            job_to_proto(reply.body),
-            reply.request_id.as_deref(),
-        ))
+        let reply = self.client.job(&job_id, &ctx).await?;
+        Ok(reply.map(job_to_proto).into_response())
     }
 
     async fn list_jobs(
@@ -201,16 +122,15 @@ impl JobService for JobsService {
         // 25: what Sutro's own CLI lists by default.
         let limit = page_size(request.page_size, 25);
         let reply = self
-            .sutro
+            .client
             .list_jobs(limit, page_token(&request.page_token), &ctx)
             .await?;
-        Ok(respond(
-            pb::ListJobsResponse {
-                jobs: reply.body.jobs.into_iter().map(job_to_proto).collect(),
-                next_page_token: reply.body.next_cursor.unwrap_or_default(),
-            },
-            reply.request_id.as_deref(),
-        ))
+        Ok(reply
+            .map(|body| pb::ListJobsResponse {
+                jobs: body.jobs.into_iter().map(job_to_proto).collect(),
+                next_page_token: body.next_cursor.unwrap_or_default(),
+            })
+            .into_response())
     }
 
     type GetJobResultsStream = ServerStream<pb::GetJobResultsResponse>;
@@ -227,34 +147,36 @@ impl JobService for JobsService {
             include_cumulative_logprobs: request.include_cumulative_logprobs,
         };
         let reply = self
-            .sutro
+            .client
             .job_results(&request.job_id, options, &ctx)
             .await?;
         let id_column = if request.id_column_name.is_empty() {
-            self.recorded_id_column(&ctx, &request.job_id).await
+            self.recall(&ctx, &request.job_id)
+                .await
+                .and_then(|record| record.id_column_name)
         } else {
             Some(request.id_column_name.clone())
         };
-        let columns = ResultColumns::from_json(reply.body.results, id_column.as_deref())
-            .map_err(|detail| self.sutro.protocol_error(detail))?;
-        if !request.id_column_name.is_empty() && columns.id_column_name().is_empty() {
+        let columns = reply
+            .try_map(|body| ResultColumns::from_json(body.results, id_column.as_deref()))
+            .map_err(|detail| self.client.protocol_error(detail))?;
+        if !request.id_column_name.is_empty() && columns.body.id_column_name().is_empty() {
             return Err(validate::missing_id_column(&request.id_column_name).into());
         }
-        let chunks = columns.into_chunks(
-            self.config.results_chunk_bytes,
-            request.max_rows_per_chunk as usize,
-        );
-        let stream = futures_util::stream::iter(chunks.into_iter().map(|chunk| {
-            within_message_limit(chunk, |c| {
-                let index = c.rows.first().map_or(0, |r| r.index);
-                format!("result row {index}")
+        let chunk_bytes = self.config.results_chunk_bytes;
+        Ok(columns
+            .map(|columns| {
+                let chunks = columns.into_chunks(chunk_bytes, request.max_rows_per_chunk as usize);
+                let stream = futures_util::stream::iter(chunks.into_iter().map(|chunk| {
+                    within_message_limit(chunk, |c| {
+                        let index = c.rows.first().map_or(0, |r| r.index);
+                        format!("result row {index}")
+                    })
+                    .map_err(Status::from)
+                }));
+                Box::pin(stream) as Self::GetJobResultsStream
             })
-            .map_err(Status::from)
-        }));
-        Ok(respond(
-            Box::pin(stream) as Self::GetJobResultsStream,
-            reply.request_id.as_deref(),
-        ))
+            .into_response())
     }
 
     async fn get_job_results_url(
@@ -275,12 +197,11 @@ impl JobService for JobsService {
         };
         let expires = (request.expires_in_seconds > 0).then_some(request.expires_in_seconds as u32);
         let reply = self
-            .sutro
+            .client
             .results_url(&request.job_id, format, options, expires, &ctx)
             .await?;
-        let body = reply.body;
-        Ok(respond(
-            pb::GetJobResultsUrlResponse {
+        Ok(reply
+            .map(|body| pb::GetJobResultsUrlResponse {
                 job_id: if body.job_id.is_empty() {
                     request.job_id
                 } else {
@@ -298,9 +219,8 @@ impl JobService for JobsService {
                 }),
                 get_url: body.urls.get,
                 head_url: body.urls.head,
-            },
-            reply.request_id.as_deref(),
-        ))
+            })
+            .into_response())
     }
 
     async fn cancel_job(
@@ -310,14 +230,13 @@ impl JobService for JobsService {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let reply = self.sutro.cancel_job(&job_id, &ctx).await?;
-        Ok(respond(
-            pb::CancelJobResponse {
-                cancelled: reply.body.cancelled,
-                message: reply.body.message,
-            },
-            reply.request_id.as_deref(),
-        ))
+        let reply = self.client.cancel_job(&job_id, &ctx).await?;
+        Ok(reply
+            .map(|body| pb::CancelJobResponse {
+                cancelled: body.cancelled,
+                message: body.message,
+            })
+            .into_response())
     }
 
     async fn get_quotas(
@@ -325,23 +244,22 @@ impl JobService for JobsService {
         request: Request<pb::GetQuotasRequest>,
     ) -> Result<Response<pb::GetQuotasResponse>, Status> {
         let ctx = self.context(&request)?;
-        let reply = self.sutro.quotas(&ctx).await?;
-        let quotas = reply
-            .body
-            .quotas
-            .into_iter()
-            .enumerate()
-            .map(|(index, q)| pb::Quota {
-                // The CLI treats the list index as the priority when none is given.
-                priority: q.priority.unwrap_or(index as i64) as i32,
-                row_quota: q.row_quota.unwrap_or_default(),
-                token_quota: q.token_quota.unwrap_or_default(),
+        let reply = self.client.quotas(&ctx).await?;
+        Ok(reply
+            .map(|body| pb::GetQuotasResponse {
+                quotas: body
+                    .quotas
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, q)| pb::Quota {
+                        // The CLI treats the list index as the priority when none is given.
+                        priority: q.priority.unwrap_or(index as i64) as i32,
+                        row_quota: q.row_quota.unwrap_or_default(),
+                        token_quota: q.token_quota.unwrap_or_default(),
+                    })
+                    .collect(),
             })
-            .collect();
-        Ok(respond(
-            pb::GetQuotasResponse { quotas },
-            reply.request_id.as_deref(),
-        ))
+            .into_response())
     }
 
     async fn check_auth(
@@ -350,20 +268,16 @@ impl JobService for JobsService {
     ) -> Result<Response<pb::CheckAuthResponse>, Status> {
         let ctx = self.context(&request)?;
         let through_batch = request.into_inner().scope() == pb::AuthScope::BatchService;
-        let reply = self.sutro.check_auth(through_batch, &ctx).await?;
+        let reply = self.client.check_auth(through_batch, &ctx).await?;
         if !reply.body.authenticated {
             return Err(Error::Unauthenticated("Sutro did not accept the API key".into()).into());
         }
-        Ok(respond(
-            pb::CheckAuthResponse {
+        Ok(reply
+            .map(|body| pb::CheckAuthResponse {
                 authenticated: true,
-                principal: reply
-                    .body
-                    .principal
-                    .and_then(crate::convert::json_to_struct),
-            },
-            reply.request_id.as_deref(),
-        ))
+                principal: body.principal.and_then(crate::convert::json_to_struct),
+            })
+            .into_response())
     }
 
     type WatchJobStream = ServerStream<pb::WatchJobResponse>;
@@ -372,71 +286,26 @@ impl JobService for JobsService {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        if self.shutdown.is_cancelled() {
-            return Err(Error::Unavailable("batchgate is shutting down".into()).into());
-        }
-        let ctx = self.context(&request)?;
-        let job_id = request.into_inner().job_id;
-        validate::job_id(&job_id)?;
-        let key = watch_key(&ctx.caller.tenant, &job_id);
-        let (sutro, timing) = (self.sutro.clone(), self.timing());
-        let mut rx = self
-            .watches
-            .subscribe(&key, WatchState::Connecting, move |tx| {
-                poll_job(sutro, ctx, job_id, timing, tx)
-            });
-        first_state(&mut rx).await?;
-        let stream = watcher_stream(
-            rx,
-            self.timing(),
-            self.shutdown.clone(),
-            "WatchJob",
-            watch_message,
-        );
-        Ok(Response::new(Box::pin(stream)))
+        self.watch(request, "WatchJob", |request| {
+            validate::job_id(&request.job_id)?;
+            Ok(request.job_id)
+        })
+        .await
     }
 }
 
-impl JobsService {
-    /// The id column a job was created with through this gateway, if it had one. A
-    /// record that cannot be read only costs the id column, never the results.
-    async fn recorded_id_column(&self, ctx: &CallContext, job_id: &str) -> Option<String> {
-        let key = records::key("sutro", &ctx.caller.tenant, job_id);
-        match self.records.get(&key).await {
-            Ok(record) => record.and_then(|r| r.id_column_name),
-            Err(error) => {
-                tracing::warn!(%error, job_id, "cannot read the job's record");
-                None
-            }
-        }
-    }
+/// The answer to a create that made job `job_id`, with the upstream's message.
+fn created(job_id: String, reply: Reply<CreateJobReply>) -> Response<pb::CreateJobResponse> {
+    reply
+        .map(|body| pb::CreateJobResponse {
+            job_id,
+            message: body.message(),
+            replayed: false,
+        })
+        .into_response()
 }
 
-/// What the gateway keeps of a job it creates, and for whom.
-struct Remember {
-    records: Arc<dyn RecordStore>,
-    tenant: String,
-    record: JobRecord,
-}
-
-impl Remember {
-    /// Keeps the record of the created `job_id`; a failure is logged, not returned,
-    /// because the job exists and its caller must learn its id.
-    async fn job(&self, job_id: &str) {
-        if self.record.is_empty() {
-            return;
-        }
-        let key = records::key("sutro", &self.tenant, job_id);
-        if let Err(error) = self.records.put(key, self.record.clone()).await {
-            tracing::warn!(%error, job_id, "cannot keep the job's record");
-        }
-    }
-}
-
-fn created_id(
-    sutro: &SutroClient,
-    reply: &crate::upstream::sutro_models::CreateJobReply,
-) -> Result<String> {
+fn created_id(sutro: &SutroClient, reply: &CreateJobReply) -> Result<String> {
     reply
         .job_id()
         .map(str::to_owned)

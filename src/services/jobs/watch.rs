@@ -1,50 +1,70 @@
 //! WatchJob: one poller per (tenant, job) reads Sutro's NDJSON progress stream and the
 //! persisted status; each watcher gets snapshots, changes, heartbeats and a final message.
 
-use std::sync::Arc;
-
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
-use tonic::Status;
 
 use super::translate::{failure_reason, is_final, parse_status};
+use crate::config::Config;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
-use crate::error::{Error, Result};
-use crate::progress::{EventKind, WatchState, WatchTiming, publish};
+use crate::error::{Error, Result, UpstreamId};
+use crate::progress::{EventKind, Publisher, WatchTiming};
 use crate::proto::sutro::v1::{JobProgress, JobStatus, WatchEventKind, WatchJobResponse};
+use crate::services::core::Provider;
+use crate::tenant::Secret;
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::sutro_models::{ProgressUpdate, SutroJob};
 
-/// What the poller of one job publishes.
-pub type JobWatchState = WatchState<JobProgress>;
+/// Sutro jobs are watched through their NDJSON progress stream and persisted status.
+impl Provider for SutroClient {
+    type Progress = JobProgress;
+    type WatchMessage = WatchJobResponse;
 
-/// The poller of one job: publishes to `tx` until the job is final, the watch fails,
-/// or (by being dropped) the last watcher leaves.
-pub async fn poll_job(
-    client: SutroClient,
-    ctx: CallContext,
-    job_id: String,
-    timing: WatchTiming,
-    tx: watch::Sender<JobWatchState>,
-) {
-    let mut poller = Poller {
-        client,
-        ctx,
-        timing,
-        tx,
-        progress: JobProgress {
-            job_id: job_id.clone(),
-            ..Default::default()
-        },
-        unpublished: false,
-        rechecked_on_rows: false,
-        started: Instant::now(),
-    };
-    if let Err(error) = poller.run().await {
-        tracing::debug!(%error, job_id, "watch ended with an error");
-        let _ = poller.tx.send(WatchState::Failed(Status::from(error)));
+    fn upstream(&self) -> &UpstreamId {
+        SutroClient::upstream(self)
+    }
+
+    fn managed_key(config: &Config) -> Option<&Secret> {
+        config.sutro_api_key.as_ref()
+    }
+
+    async fn poll(
+        self,
+        ctx: CallContext,
+        job_id: String,
+        timing: WatchTiming,
+        publisher: Publisher<JobProgress>,
+    ) {
+        let mut poller = Poller {
+            client: self,
+            ctx,
+            timing,
+            publisher,
+            progress: JobProgress {
+                job_id: job_id.clone(),
+                ..Default::default()
+            },
+            unpublished: false,
+            rechecked_on_rows: false,
+            started: Instant::now(),
+        };
+        if let Err(error) = poller.run().await {
+            tracing::debug!(%error, job_id, "watch ended with an error");
+            poller.publisher.fail(error);
+        }
+    }
+
+    fn watch_message(
+        kind: EventKind,
+        mut progress: JobProgress,
+        observed_at: prost_types::Timestamp,
+    ) -> WatchJobResponse {
+        progress.observed_at = Some(observed_at);
+        WatchJobResponse {
+            kind: WatchEventKind::from(kind).into(),
+            progress: Some(progress),
+        }
     }
 }
 
@@ -52,7 +72,7 @@ struct Poller {
     client: SutroClient,
     ctx: CallContext,
     timing: WatchTiming,
-    tx: watch::Sender<JobWatchState>,
+    publisher: Publisher<JobProgress>,
     progress: JobProgress,
     /// Progress read from the stream and not yet published.
     unpublished: bool,
@@ -269,7 +289,7 @@ impl Poller {
 
     fn send(&mut self, done: bool) {
         self.unpublished = false;
-        publish(&self.tx, self.progress.clone(), done);
+        self.publisher.publish(self.progress.clone(), done);
     }
 
     async fn pause(&self) -> Result<()> {
@@ -288,32 +308,5 @@ impl Poller {
     fn call_ctx(&self) -> CallContext {
         self.ctx
             .with_deadline(Deadline::after(self.timing.call_timeout))
-    }
-}
-
-/// The hub key of a watch: tenants never share a poller (each uses its own key).
-pub fn watch_key(tenant: &str, job_id: &str) -> String {
-    format!("sutro:{tenant}:{job_id}")
-}
-
-/// The hub of Sutro job watches.
-pub type JobWatchHub = Arc<crate::progress::MemoryHub<JobWatchState>>;
-
-/// A watch message from a published value and the time the poller observed it.
-pub fn watch_message(
-    kind: EventKind,
-    mut progress: JobProgress,
-    observed_at: prost_types::Timestamp,
-) -> WatchJobResponse {
-    progress.observed_at = Some(observed_at);
-    let kind = match kind {
-        EventKind::Snapshot => WatchEventKind::Snapshot,
-        EventKind::Progress => WatchEventKind::Progress,
-        EventKind::Heartbeat => WatchEventKind::Heartbeat,
-        EventKind::Final => WatchEventKind::Final,
-    };
-    WatchJobResponse {
-        kind: kind.into(),
-        progress: Some(progress),
     }
 }

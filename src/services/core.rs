@@ -1,0 +1,259 @@
+//! What both services share: the upstream each one fronts (`Provider`), and the
+//! `ServiceCore` holding the shared state, which runs keyed creates and watches.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::context::CallContext;
+use crate::deadline::Deadline;
+use crate::error::{Error, Result, UpstreamId};
+use crate::idempotency::{self, IdempotencyStore, Outcome};
+use crate::keys::{ResourceKey, kind};
+use crate::progress::{
+    EventKind, ProgressHub, Publisher, WatchTiming, first_state, watcher_stream,
+};
+use crate::records::{JobRecord, RecordStore};
+use crate::tenant::Secret;
+
+/// A server stream of gRPC messages.
+pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The upstream client a service fronts, and how its resources are watched.
+pub trait Provider: Clone + Send + Sync + 'static {
+    /// What the watcher of one resource publishes.
+    type Progress: prost::Message + Default + Clone + PartialEq + 'static;
+    /// One message of the service's Watch RPC.
+    type WatchMessage: Send + 'static;
+
+    /// The upstream, as named in errors and keys.
+    fn upstream(&self) -> &UpstreamId;
+
+    /// The gateway's own key for this upstream, when configured.
+    fn managed_key(config: &Config) -> Option<&Secret>;
+
+    /// Follows resource `id` until it is final or the watch fails, publishing each
+    /// change; dropped when the last subscriber leaves.
+    fn poll(
+        self,
+        ctx: CallContext,
+        id: String,
+        timing: WatchTiming,
+        publisher: Publisher<Self::Progress>,
+    ) -> impl Future<Output = ()> + Send + 'static;
+
+    /// The watch message for `value`, observed by the watcher at `observed_at`.
+    fn watch_message(
+        kind: EventKind,
+        value: Self::Progress,
+        observed_at: prost_types::Timestamp,
+    ) -> Self::WatchMessage;
+}
+
+/// Everything a service needs, shared by all its calls.
+#[derive(Clone)]
+pub struct ServiceCore<P: Provider> {
+    /// The upstream client.
+    pub client: P,
+    /// The gateway's configuration.
+    pub config: Arc<Config>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    records: Arc<dyn RecordStore>,
+    watches: Arc<dyn ProgressHub<P::Progress>>,
+    shutdown: CancellationToken,
+}
+
+/// A record to keep once the resource it belongs to has an id.
+pub struct Remember {
+    records: Arc<dyn RecordStore>,
+    key: ResourceKey,
+    record: JobRecord,
+}
+
+impl Remember {
+    /// Keeps the record of the created resource `id`. A failure is logged, not
+    /// returned: the resource exists, and its caller must learn its id.
+    pub async fn keep(mut self, id: &str) {
+        if self.record.is_empty() {
+            return;
+        }
+        self.key.id = id.to_owned();
+        if let Err(error) = self.records.put(&self.key, self.record).await {
+            tracing::warn!(%error, id, "cannot keep the resource's record");
+        }
+    }
+}
+
+impl<P: Provider> ServiceCore<P> {
+    /// The service over `client`, with the given shared state (whose backends the
+    /// caller picks: nothing here knows which).
+    pub fn new(
+        client: P,
+        config: Arc<Config>,
+        idempotency: Arc<dyn IdempotencyStore>,
+        records: Arc<dyn RecordStore>,
+        watches: Arc<dyn ProgressHub<P::Progress>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            client,
+            config,
+            idempotency,
+            records,
+            watches,
+            shutdown,
+        }
+    }
+
+    /// Resources being watched right now (one upstream poller each).
+    pub fn active_watches(&self) -> usize {
+        self.watches.active()
+    }
+
+    /// The caller, deadline and request id of `request`.
+    pub fn context<T>(&self, request: &Request<T>) -> Result<CallContext> {
+        CallContext::from_metadata(
+            request.metadata(),
+            P::managed_key(&self.config),
+            self.config.upstream_timeout,
+        )
+    }
+
+    /// Runs `create` at most once per caller `request_id`, `content` telling one
+    /// request from another reusing the id. `create` answers the new resource's id and
+    /// whatever the caller that ran it should get. It gets its own context, bounded by
+    /// the configured upstream timeout rather than the caller's deadline, since it runs
+    /// on after a caller that gives up.
+    pub async fn create_once<R, F, Fut>(
+        &self,
+        ctx: &CallContext,
+        request_id: &str,
+        content: &[u8],
+        create: F,
+    ) -> Result<Outcome<R>>
+    where
+        R: Send + 'static,
+        F: FnOnce(P, CallContext) -> Fut,
+        Fut: Future<Output = Result<(String, R)>> + Send + 'static,
+    {
+        let bound = self.config.upstream_timeout;
+        let create_ctx = ctx.with_deadline(Deadline::after(bound));
+        idempotency::create_once(
+            &self.idempotency,
+            self.key(ctx, kind::IDEMPOTENCY, request_id),
+            idempotency::fingerprint(content),
+            ctx.deadline,
+            bound,
+            self.client.upstream(),
+            create(self.client.clone(), create_ctx),
+        )
+        .await
+    }
+
+    /// A Watch RPC: the resource `resource` names (after checking it) is followed by
+    /// one poller per tenant and resource, shared by every subscriber.
+    pub async fn watch<R>(
+        &self,
+        request: Request<R>,
+        rpc: &'static str,
+        resource: impl FnOnce(R) -> Result<String>,
+    ) -> Result<Response<ServerStream<P::WatchMessage>>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Error::Unavailable("batchgate is shutting down".into()).into());
+        }
+        let ctx = self.context(&request)?;
+        let id = resource(request.into_inner())?;
+        let key = self.key(&ctx, kind::WATCH, &id);
+        let (client, timing) = (self.client.clone(), WatchTiming::from_config(&self.config));
+        let mut rx = self.watches.subscribe(
+            &key,
+            Box::new(move |publisher| Box::pin(client.poll(ctx, id, timing, publisher))),
+        );
+        first_state(&mut rx).await?;
+        let stream = watcher_stream(rx, timing, self.shutdown.clone(), rpc, P::watch_message);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// What to keep of a resource this call is about to create, once it has an id.
+    pub fn remember(&self, ctx: &CallContext, record: JobRecord) -> Remember {
+        Remember {
+            records: self.records.clone(),
+            key: self.key(ctx, kind::RECORD, ""),
+            record,
+        }
+    }
+
+    /// The gateway's record of resource `id`, if it created it for this tenant. A
+    /// record that cannot be read costs what it holds, never the call.
+    pub async fn recall(&self, ctx: &CallContext, id: &str) -> Option<JobRecord> {
+        match self.records.get(&self.key(ctx, kind::RECORD, id)).await {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(%error, id, "cannot read the resource's record");
+                None
+            }
+        }
+    }
+
+    /// The key of `kind` for `id`: per tenant, so tenants never share state.
+    fn key(&self, ctx: &CallContext, kind: &'static str, id: &str) -> ResourceKey {
+        ResourceKey::new(
+            ctx.caller.tenant.clone(),
+            self.client.upstream().provider,
+            kind,
+            id,
+        )
+    }
+}
+
+/// Each proto's `WatchEventKind` from an [`EventKind`]; both services name them alike.
+macro_rules! watch_event_kinds {
+    ($($proto:ty),+) => {$(
+        impl From<EventKind> for $proto {
+            fn from(kind: EventKind) -> Self {
+                match kind {
+                    EventKind::Snapshot => Self::Snapshot,
+                    EventKind::Progress => Self::Progress,
+                    EventKind::Heartbeat => Self::Heartbeat,
+                    EventKind::Final => Self::Final,
+                }
+            }
+        }
+    )+};
+}
+
+watch_event_kinds!(
+    crate::proto::sutro::v1::WatchEventKind,
+    crate::proto::xai::v1::WatchEventKind
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{sutro, xai};
+
+    #[test]
+    fn event_kinds_map_to_both_protos() {
+        let kinds = [
+            EventKind::Snapshot,
+            EventKind::Progress,
+            EventKind::Heartbeat,
+            EventKind::Final,
+        ];
+        let sutro: Vec<i32> = kinds
+            .iter()
+            .map(|&k| sutro::v1::WatchEventKind::from(k).into())
+            .collect();
+        let xai: Vec<i32> = kinds
+            .iter()
+            .map(|&k| xai::v1::WatchEventKind::from(k).into())
+            .collect();
+        assert_eq!(sutro, [1, 2, 3, 4]);
+        assert_eq!(xai, sutro);
+    }
+}
