@@ -1,0 +1,32 @@
+//! What shared state buys, as ratios measured in one run: cache-hit `GetJobStatus`
+//! throughput against `Health/Check` on the same server (memory and Redis backends),
+//! upstream status reads under polling (one replica and three sharing Redis), and
+//! watch fan-out over three replicas. Run: `cargo bench --bench shared_state`
+//! (`-- --quick` for a short run). Needs `redis-server` on PATH.
+//!
+//! Everything runs in this process on a multi-threaded runtime: the ratios compare
+//! cases that pay the same client costs, measured in interleaved rounds.
+
+#[path = "../tests/common/redis.rs"]
+#[allow(dead_code)]
+mod redis_server;
+mod shared;
+
+use shared::{polling, throughput, watchers};
+
+#[tokio::main]
+async fn main() {
+    batchgate::upstream::http::install_crypto_provider();
+    let quick = std::env::args().any(|a| a == "--quick");
+    println!(
+        "# batchgate shared-state benchmark{} — {} CPUs, load average at start: {}",
+        if quick { " (--quick)" } else { "" },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        shared::load_average()
+    );
+    throughput::run(quick).await;
+    polling::run(quick).await;
+    watchers::run(quick).await;
+    println!();
+    println!("# load average at end: {}", shared::load_average());
+}
