@@ -63,12 +63,14 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     /// (Redis: `SET NX PX` with `GET`).
     async fn claim(&self, key: &ResourceKey, entry: &Entry) -> Result<Claim>;
 
-    /// Replaces the entry of a key that still exists, keeping its expiry
-    /// (Redis: `SET XX KEEPTTL`).
-    async fn settle(&self, key: &ResourceKey, entry: &Entry) -> Result<()>;
+    /// Replaces the entry of a key that still holds `claimed` (the entry this caller
+    /// claimed it with) by `settled`, keeping its expiry; else does nothing, so a late
+    /// settle never overwrites a newer claim (Redis: compare, then `SET KEEPTTL`).
+    async fn settle(&self, key: &ResourceKey, claimed: &Entry, settled: &Entry) -> Result<()>;
 
-    /// Forgets `key`, so that its request id can be used again (Redis: `DEL`).
-    async fn release(&self, key: &ResourceKey) -> Result<()>;
+    /// Forgets `key` if it still holds `claimed`, so that its request id can be used
+    /// again; a late release never frees a newer claim (Redis: compare, then `DEL`).
+    async fn release(&self, key: &ResourceKey, claimed: &Entry) -> Result<()>;
 
     /// Returns once `key` holds no `Pending` record: settled, released or expired.
     /// Callers bound the wait (Redis: polls `GET`).
