@@ -1,5 +1,5 @@
 //! Keyed creates on the Redis idempotency store against real Redis: replicas racing one
-//! request id, failures and unknown outcomes, a dead creator, Redis away.
+//! request id, failures and unknown outcomes, a dead creator, Redis away; job records.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +13,7 @@ use batchgate::idempotency::{
     Claim, Entry, IdempotencyStore, Outcome, Record, RedisIdempotency, create_once, fingerprint,
 };
 use batchgate::keys::{ResourceKey, kind};
+use batchgate::records::{JobRecord, RecordStore, RedisRecords};
 use batchgate::shared_redis::{RedisTarget, SharedRedis};
 use tonic::Code;
 
@@ -289,4 +290,41 @@ async fn keyed_creates_fail_closed_while_redis_is_away_and_work_again_after() {
     let call = once(&store, "r-1", "content", creates.making("b-1".into())).await;
     assert_eq!(call.expect("created").id(), "b-1");
     assert_eq!(creates.count(), 1);
+}
+
+#[tokio::test]
+async fn job_records_are_shared_per_tenant_and_expire() {
+    let mut server = RedisServer::start();
+    let redis = redis(&target(&server.url()));
+    let (a, b) = (
+        RedisRecords::new(redis.clone(), Duration::from_secs(60)),
+        RedisRecords::new(redis.clone(), Duration::from_secs(60)),
+    );
+    let key = |tenant: &str| ResourceKey::new(tenant, "sutro", kind::RECORD, "job-1");
+    let record = JobRecord {
+        id_column_name: Some("row_id".into()),
+    };
+    a.put(&key("tenant-a"), record.clone()).await.expect("put");
+    assert_eq!(b.get(&key("tenant-a")).await.expect("get"), Some(record));
+    assert_eq!(
+        b.get(&key("tenant-b")).await.expect("get"),
+        None,
+        "per tenant"
+    );
+    b.put(&key("tenant-a"), JobRecord::default())
+        .await
+        .expect("put");
+    assert_eq!(
+        a.get(&key("tenant-a")).await.expect("get"),
+        Some(JobRecord::default())
+    );
+    let ttl: i64 = redis
+        .query(redis::cmd("PTTL").arg(key("tenant-a").to_string()))
+        .await
+        .expect("PTTL");
+    assert!((1..=60_000).contains(&ttl), "{ttl}");
+    // Without Redis a record is an error the caller logs, never a hang.
+    server.stop();
+    let error = a.get(&key("tenant-a")).await.expect_err("unreachable");
+    assert_eq!(error.code(), Code::Unavailable, "{error}");
 }
