@@ -293,6 +293,34 @@ async fn keyed_creates_fail_closed_while_redis_is_away_and_work_again_after() {
 }
 
 #[tokio::test]
+async fn keyed_creates_fail_closed_when_redis_is_too_slow() {
+    // Accepts connections and never answers: as a Redis stalled past its bound.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!("redis://{}", silent.local_addr().expect("its address"));
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let store = replica(&redis(&target(&url)));
+    let creates = Creates::default();
+    let started = std::time::Instant::now();
+    let call = once(&store, "r-1", "content", creates.making("b-1".into())).await;
+    let error = call.expect_err("fails closed");
+    assert_eq!(error.code(), Code::Unavailable, "{error}");
+    assert!(error.to_string().contains("unreachable"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by the Redis timeout"
+    );
+    assert_eq!(creates.count(), 0);
+    held.abort();
+}
+
+#[tokio::test]
 async fn job_records_are_shared_per_tenant_and_expire() {
     let mut server = RedisServer::start();
     let redis = redis(&target(&server.url()));
