@@ -59,16 +59,33 @@ impl IdempotencyStore for MemoryIdempotency {
         }
     }
 
-    async fn settle(&self, key: &ResourceKey, entry: &Entry) -> Result<()> {
+    async fn settle(&self, key: &ResourceKey, claimed: &Entry, settled: &Entry) -> Result<()> {
         if let Some(slot) = self.cache.get(&key.to_string()).await {
-            slot.send_replace(Some(entry.clone()));
+            slot.send_if_modified(|held| {
+                let ours = held.as_ref() == Some(claimed);
+                if ours {
+                    *held = Some(settled.clone());
+                }
+                ours
+            });
         }
         Ok(())
     }
 
-    async fn release(&self, key: &ResourceKey) -> Result<()> {
-        if let Some(slot) = self.cache.remove(&key.to_string()).await {
-            slot.send_replace(None);
+    async fn release(&self, key: &ResourceKey, claimed: &Entry) -> Result<()> {
+        let result = self
+            .cache
+            .entry(key.to_string())
+            .and_compute_with(|slot| {
+                let op = match slot {
+                    Some(slot) if slot.value().borrow().as_ref() == Some(claimed) => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        if let CompResult::Removed(slot) = result {
+            slot.into_value().send_replace(None);
         }
         Ok(())
     }
@@ -120,12 +137,20 @@ mod tests {
             Claim::Existing(pending.clone())
         );
         let created = entry(Record::Created { id: "b-1".into() });
-        store.settle(&key(), &created).await.unwrap();
+        store.settle(&key(), &pending, &created).await.unwrap();
         assert_eq!(
             store.claim(&key(), &pending).await.unwrap(),
-            Claim::Existing(created)
+            Claim::Existing(created.clone())
         );
-        store.release(&key()).await.unwrap();
+        // Neither a late settle nor a late release touches what is no longer its claim.
+        let unknown = entry(Record::Unknown);
+        store.settle(&key(), &pending, &unknown).await.unwrap();
+        store.release(&key(), &pending).await.unwrap();
+        assert_eq!(
+            store.claim(&key(), &pending).await.unwrap(),
+            Claim::Existing(created.clone())
+        );
+        store.release(&key(), &created).await.unwrap();
         assert_eq!(store.claim(&key(), &pending).await.unwrap(), Claim::Claimed);
     }
 
@@ -140,21 +165,22 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "a pending key keeps its waiters");
-        store.settle(&key(), &entry(Record::Unknown)).await.unwrap();
+        let unknown = entry(Record::Unknown);
+        store.settle(&key(), &pending, &unknown).await.unwrap();
         tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
             .expect("woken by the settle")
             .unwrap()
             .unwrap();
 
-        store.release(&key()).await.unwrap();
+        store.release(&key(), &unknown).await.unwrap();
         store.claim(&key(), &pending).await.unwrap();
         let waiting = tokio::spawn({
             let store = store.clone();
             async move { store.wait_settled(&key()).await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        store.release(&key()).await.unwrap();
+        store.release(&key(), &pending).await.unwrap();
         tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
             .expect("woken by the release")

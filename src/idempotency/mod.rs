@@ -3,15 +3,21 @@
 
 mod memory;
 mod once;
+mod redis;
 
 pub use memory::MemoryIdempotency;
 pub use once::{Outcome, create_once};
+pub use redis::RedisIdempotency;
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::Config;
 use crate::error::Result;
 use crate::keys::ResourceKey;
+use crate::shared_redis::SharedRedis;
 
 /// A fingerprint of a request's content, to catch a request id reused for other content.
 pub fn fingerprint(content: &[u8]) -> String {
@@ -60,19 +66,32 @@ pub enum Claim {
 #[tonic::async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Stores `entry` under `key` if the key holds nothing, else returns what it holds
-    /// (Redis: `SET NX PX` with `GET`).
+    /// (Redis: one script doing `GET`, then `SET PX` when there was nothing).
     async fn claim(&self, key: &ResourceKey, entry: &Entry) -> Result<Claim>;
 
-    /// Replaces the entry of a key that still exists, keeping its expiry
-    /// (Redis: `SET XX KEEPTTL`).
-    async fn settle(&self, key: &ResourceKey, entry: &Entry) -> Result<()>;
+    /// Replaces the entry of a key that still holds `claimed` (the entry this caller
+    /// claimed it with) by `settled`, keeping its expiry; else does nothing, so a late
+    /// settle never overwrites a newer claim (Redis: compare, then `SET KEEPTTL`).
+    async fn settle(&self, key: &ResourceKey, claimed: &Entry, settled: &Entry) -> Result<()>;
 
-    /// Forgets `key`, so that its request id can be used again (Redis: `DEL`).
-    async fn release(&self, key: &ResourceKey) -> Result<()>;
+    /// Forgets `key` if it still holds `claimed`, so that its request id can be used
+    /// again; a late release never frees a newer claim (Redis: compare, then `DEL`).
+    async fn release(&self, key: &ResourceKey, claimed: &Entry) -> Result<()>;
 
     /// Returns once `key` holds no `Pending` record: settled, released or expired.
     /// Callers bound the wait (Redis: polls `GET`).
     async fn wait_settled(&self, key: &ResourceKey) -> Result<()>;
+}
+
+/// The idempotency store `config` asks for: on `redis` when there is one (shared by
+/// every replica, failing closed while Redis is away), else in this process.
+pub fn store(config: &Config, redis: Option<&SharedRedis>) -> Arc<dyn IdempotencyStore> {
+    // One entry per keyed create within the TTL: this bounds memory, not correctness.
+    const MAX_ENTRIES: u64 = 1_000_000;
+    match redis {
+        Some(redis) => Arc::new(RedisIdempotency::new(redis.clone(), config.idempotency_ttl)),
+        None => Arc::new(MemoryIdempotency::new(config.idempotency_ttl, MAX_ENTRIES)),
+    }
 }
 
 #[cfg(test)]

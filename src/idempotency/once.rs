@@ -48,7 +48,8 @@ const PENDING_GRACE: Duration = Duration::from_secs(2);
 /// frees the key for a retry; one whose outcome is unknown, or whose creator never
 /// reported, is FAILED_PRECONDITION "may exist" from then on, never a second create.
 /// `fingerprint` identifies the request's content: reusing a key for different
-/// content is FAILED_PRECONDITION.
+/// content is FAILED_PRECONDITION. A store that cannot be reached fails the call with
+/// its error (UNAVAILABLE, saying why) before anything runs: once-only fails closed.
 pub async fn create_once<R, Fut>(
     store: &Arc<dyn IdempotencyStore>,
     key: ResourceKey,
@@ -91,7 +92,18 @@ where
                 until_ms: unix_ms().saturating_add(millis(create_bound)),
             },
         };
-        let existing = match store.claim(&key, &pending).await? {
+        let claimed = match store.claim(&key, &pending).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                // Fail closed: without the store, once-only cannot be promised, so the
+                // create does not run. The claim may have landed with its answer lost;
+                // take back exactly ours, or its request_id reads "may exist" for a day.
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move { store.release(&key, &pending).await });
+                return Err(error);
+            }
+        };
+        let existing = match claimed {
             Claim::Existing(entry) => entry,
             Claim::Claimed => {
                 // Only a key that was released is claimed again, and a release means
@@ -99,7 +111,7 @@ where
                 let create = create
                     .take()
                     .ok_or_else(|| Error::Internal("a keyed create was claimed twice".into()))?;
-                let task = tokio::spawn(run_and_record(store.clone(), key, fingerprint, create));
+                let task = tokio::spawn(run_and_record(store.clone(), key, pending, create));
                 let (id, reply) = task
                     .await
                     .map_err(|e| Error::Internal(format!("the create task failed: {e}")))??;
@@ -129,11 +141,11 @@ where
     }
 }
 
-/// Runs a claimed create and records how it ended.
+/// Runs a claimed create and records how it ended, in place of its `claimed` entry.
 async fn run_and_record<R, Fut>(
     store: Arc<dyn IdempotencyStore>,
     key: ResourceKey,
-    fingerprint: String,
+    claimed: Entry,
     create: Fut,
 ) -> Result<(String, R)>
 where
@@ -148,17 +160,13 @@ where
     };
     let recorded = match record {
         Some(record) => {
-            store
-                .settle(
-                    &key,
-                    &Entry {
-                        fingerprint,
-                        record,
-                    },
-                )
-                .await
+            let settled = Entry {
+                fingerprint: claimed.fingerprint.clone(),
+                record,
+            };
+            store.settle(&key, &claimed, &settled).await
         }
-        None => store.release(&key).await,
+        None => store.release(&key, &claimed).await,
     };
     if let Err(error) = recorded {
         // The key stays Pending, which turns into "may exist": never a second create.

@@ -5,4 +5,5 @@
 mod common;
 
 mod cache;
+mod idempotency;
 mod shared_redis;
