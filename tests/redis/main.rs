@@ -6,3 +6,5 @@ mod common;
 
 mod cache;
 mod shared_redis;
+mod status_cache;
+mod status_cache_trust;
