@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use prost::Message;
-use tonic::Response;
+use tonic::{Code, Response};
 
 use crate::cache::{Fetched, Outcome, StatusCache};
 use crate::error::{Error, Result};
@@ -44,6 +44,12 @@ impl AuthGate {
     pub async fn accepted(&self, tenant: String) {
         self.accepted.insert(tenant, ()).await;
     }
+
+    /// The upstream just refused `tenant`'s credential: no cached answers until it
+    /// accepts it again, however recent its last acceptance.
+    pub async fn refused(&self, tenant: &str) {
+        self.accepted.invalidate(tenant).await;
+    }
 }
 
 /// Answers one Get through `cache` at `key`: `fetch` is the upstream read (with the
@@ -66,7 +72,15 @@ where
     let refresh = {
         let (auth, tenant, request_id) = (auth.clone(), key.tenant.clone(), request_id.clone());
         async move {
-            let reply = fetch.await?;
+            let reply = match fetch.await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    if error.code() == Code::Unauthenticated {
+                        auth.refused(&tenant).await;
+                    }
+                    return Err(error);
+                }
+            };
             auth.accepted(tenant).await;
             *request_id.lock().unwrap_or_else(PoisonError::into_inner) = reply.request_id;
             Ok(Fetched {
@@ -187,5 +201,14 @@ mod tests {
         assert_eq!(header(&checked, "x-cache").as_deref(), Some("MISS"));
         assert_eq!(checked.get_ref().name.as_deref(), Some("c"));
         assert!(forgetful.vouches_for("t"));
+
+        // A key refused on any read loses its standing at once, not when the TTL runs out.
+        let other = ResourceKey::new("t", "sutro", kind::JOB, "job-2");
+        let refused = std::future::ready(Err(Error::Unauthenticated("revoked".into())));
+        let err = read_through::<Job, _>(&cache, &auth, &other, refused, |_| false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert!(!auth.vouches_for("t"));
     }
 }
