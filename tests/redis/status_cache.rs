@@ -242,3 +242,38 @@ async fn cancels_invalidate_the_cached_job_status_and_batch() {
         "read again after the cancel"
     );
 }
+
+/// Many clients polling one running job read it upstream about once per live TTL: a
+/// scaled-down form of the benchmark of issue 8 (1 000 clients, 10 s), on one replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_polling_a_running_job_read_it_upstream_once_per_live_ttl() {
+    const LIVE_MS: u64 = 500;
+    const POLL_FOR: Duration = Duration::from_secs(3);
+    let server = RedisServer::start();
+    let mut app = app_on(Some(server.url()), LIVE_MS, queued()).await;
+    let job_id = create_job(&mut app, vec!["a".into()]).await;
+    let started = std::time::Instant::now();
+    let clients = (0..100).map(|_| {
+        let (mut jobs, job_id) = (app.jobs.clone(), job_id.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(100));
+            while started.elapsed() < POLL_FOR {
+                ticks.tick().await;
+                let request = pb::GetJobStatusRequest {
+                    job_id: job_id.clone(),
+                };
+                jobs.get_job_status(request).await.expect("GetJobStatus");
+            }
+        })
+    });
+    for client in futures_util::future::join_all(clients).await {
+        client.expect("the client polled to the end");
+    }
+    // Reads are at least a live TTL apart: stale answers cover each refresh.
+    let bound = started.elapsed().as_millis() as u64 / LIVE_MS + 1;
+    let reads = app.sim.calls(STATUS_ROUTE);
+    assert!(
+        reads <= bound,
+        "{reads} upstream reads, at most {bound} expected"
+    );
+}
