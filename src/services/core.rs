@@ -1,5 +1,5 @@
 //! What both services share: the upstream each one fronts (`Provider`), and the
-//! `ServiceCore` holding the shared state, which runs keyed creates and watches.
+//! `ServiceCore` holding the shared state, which runs keyed creates, watches and cached Gets.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,6 +70,8 @@ pub struct ServiceCore<P: Provider> {
     records: Arc<dyn RecordStore>,
     watches: Arc<dyn ProgressHub<P::Progress>>,
     cache: Arc<dyn StatusCache>,
+    /// Per service, not shared: the tenant `managed` holds a different key for each
+    /// upstream, and one caller's key may be good for one upstream and not the other.
     auth: AuthGate,
     shutdown: CancellationToken,
 }
