@@ -1,17 +1,20 @@
 //! Whom the gateway's status cache answers: each tenant its own entries, only while the
-//! upstream accepted its key lately; and what it does while Redis is gone and after.
+//! upstream accepted its key lately on that replica; and while Redis is gone and after.
 
 use std::time::{Duration, Instant};
 
+use batchgate::config::Config;
 use batchgate::keys::{ResourceKey, kind};
 use batchgate::proto::sutro::v1 as pb;
+use batchgate::proto::sutro::v1::job_service_client::JobServiceClient;
+use batchgate::server::App;
 use batchgate::shared_redis::SharedRedis;
 use batchgate::sim::{DEMO_API_KEY, Fault, FaultRule, RetryAfterForm};
 use batchgate::tenant::tenant_of_key;
 use tonic::Code;
 
 use crate::common::redis::RedisServer;
-use crate::common::{create_job, spawn_app_with, with_key};
+use crate::common::{connect, create_job, spawn_app_with, test_settings, with_key};
 use crate::shared_redis::{target, wait_until_up};
 use crate::status_cache::{JOB_ROUTE, age, app_on, get_job, queued, x_cache};
 
@@ -174,4 +177,43 @@ async fn redis_killed_mid_test_fails_no_call_and_is_used_again_once_back() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_second_replica_checks_a_key_once_then_hits_what_the_first_one_read() {
+    let server = RedisServer::start();
+    let mut app = app_on(Some(server.url()), 60_000, queued()).await;
+    let mut settings = test_settings(&app.sim);
+    settings.redis_url = Some(server.url());
+    settings.cache_live_ttl_ms = Some(60_000);
+    let other = App::start(Config::resolve(settings).expect("valid config"))
+        .await
+        .expect("a second replica starts");
+    let mut replica = JobServiceClient::new(connect(other.local_addr()).await);
+
+    let first = create_job(&mut app, vec!["a".into()]).await;
+    assert_eq!(x_cache(&get_job(&mut app, &first).await), "MISS");
+    // Redis has the entry, but this replica has not seen the upstream accept the key yet.
+    let checked = replica
+        .get_job(get_job_request(&first))
+        .await
+        .expect("GetJob");
+    assert_eq!(x_cache(&checked), "MISS");
+    assert_eq!(app.sim.calls(JOB_ROUTE), 2);
+
+    let second = create_job(&mut app, vec!["b".into()]).await;
+    let read = get_job(&mut app, &second).await;
+    assert_eq!(x_cache(&read), "MISS");
+    let shared = replica
+        .get_job(get_job_request(&second))
+        .await
+        .expect("GetJob");
+    assert_eq!(
+        x_cache(&shared),
+        "HIT",
+        "what one replica read, the other serves"
+    );
+    assert_eq!(shared.get_ref(), read.get_ref());
+    assert_eq!(app.sim.calls(JOB_ROUTE), 3);
+    other.shutdown().await.expect("the second replica stops");
 }
