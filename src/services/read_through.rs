@@ -95,6 +95,13 @@ where
     } else {
         cache.revalidate(&rendered, refresh).await?
     };
+    // An event on the RPC's span; the key is left out (it names the tenant and resource).
+    tracing::debug!(
+        cache = lookup.outcome.as_str(),
+        kind = key.kind,
+        age_secs = lookup.age.as_secs(),
+        "status cache"
+    );
     let body = M::decode(lookup.bytes.as_ref()).map_err(|e| {
         Error::Internal(format!("a cached {} entry does not decode: {e}", key.kind))
     })?;
