@@ -11,6 +11,12 @@ pub mod kind {
     pub const WATCH: &str = "watch";
     /// The gateway's own notes on a resource it created (e.g. a job's id column).
     pub const RECORD: &str = "record";
+    /// A cached `GetJobStatusResponse` (Sutro's status endpoint).
+    pub const STATUS: &str = "status";
+    /// A cached `Job` (Sutro's job object).
+    pub const JOB: &str = "job";
+    /// A cached `Batch` (xAI's batch object).
+    pub const BATCH: &str = "batch";
 }
 
 /// The key of one piece of shared state about one resource of one tenant.

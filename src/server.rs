@@ -11,6 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
+use crate::cache;
 use crate::config::{Config, MAX_MESSAGE_BYTES};
 use crate::idempotency::{IdempotencyStore, MemoryIdempotency};
 use crate::progress::MemoryHub;
@@ -19,6 +20,7 @@ use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
 use crate::records::{MemoryRecords, RecordStore};
 use crate::services::batches::BatchesService;
 use crate::services::jobs::JobsService;
+use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
 use crate::tenant::Secret;
 use crate::upstream::base_url::normalize_base_url;
@@ -76,6 +78,11 @@ impl App {
         let xai =
             XaiClient::new(xai_url, config.retry, config.max_upstream_body_bytes).map_err(setup)?;
 
+        // One Redis handle for every shared concern that lives there (none without a URL).
+        let redis =
+            SharedRedis::from_config(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
+        let cache = cache::status_cache(&config, redis.as_ref());
+
         let stop = CancellationToken::new();
         let idempotency: Arc<dyn IdempotencyStore> =
             Arc::new(MemoryIdempotency::new(config.idempotency_ttl, 1_000_000));
@@ -86,6 +93,7 @@ impl App {
             idempotency.clone(),
             records.clone(),
             Arc::new(MemoryHub::default()),
+            cache.clone(),
             stop.child_token(),
         );
         let batches = BatchesService::new(
@@ -94,6 +102,7 @@ impl App {
             idempotency,
             records,
             Arc::new(MemoryHub::default()),
+            cache,
             stop.child_token(),
         );
 

@@ -71,6 +71,15 @@ impl StatusCache for MemoryCache {
         self.lookup(key, refresh).boxed()
     }
 
+    fn revalidate<'a>(&'a self, key: &'a str, refresh: Refresh) -> BoxFuture<'a, Result<Lookup>> {
+        // In process every flight reads upstream, so joining one in progress is enough.
+        async move {
+            let filled = self.refresh(key, refresh).await?;
+            Ok(filled.entry.lookup(Outcome::Miss))
+        }
+        .boxed()
+    }
+
     fn put<'a>(&'a self, key: &'a str, fetched: Fetched) -> BoxFuture<'a, ()> {
         async move {
             self.entries
@@ -209,6 +218,15 @@ mod tests {
             .unwrap();
         assert_eq!((hit.outcome, hit.is_final), (Outcome::Hit, true));
 
+        let again = cache
+            .revalidate("job", counted(&calls, "checked", true))
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.outcome, again.bytes.as_ref()),
+            (Outcome::Miss, &b"checked"[..])
+        );
+
         cache.invalidate("job").await;
         let miss = cache
             .get_or_refresh("job", counted(&calls, "again", true))
@@ -232,7 +250,7 @@ mod tests {
             (hit.outcome, hit.bytes.as_ref()),
             (Outcome::Hit, &b"watched"[..])
         );
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

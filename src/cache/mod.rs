@@ -122,6 +122,11 @@ pub trait StatusCache: Send + Sync + 'static {
         refresh: Refresh,
     ) -> BoxFuture<'a, Result<Lookup>>;
 
+    /// Reads `key` upstream now, whatever is cached, and stores the answer (MISS). For a
+    /// caller whose credential nobody vouched for lately: a cached entry proves nothing
+    /// about it. Concurrent revalidations of `key` on this replica share one read.
+    fn revalidate<'a>(&'a self, key: &'a str, refresh: Refresh) -> BoxFuture<'a, Result<Lookup>>;
+
     /// Stores what was just read upstream (watch pollers write what they see).
     fn put<'a>(&'a self, key: &'a str, fetched: Fetched) -> BoxFuture<'a, ()>;
 

@@ -25,6 +25,9 @@ const RELEASE_LOCK: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return
 pub struct RedisCache {
     shared: Arc<Shared>,
     flights: Arc<Flights>,
+    /// Apart from `flights`, whose answer may be another replica's entry: a
+    /// revalidation must read upstream.
+    revalidations: Arc<Flights>,
 }
 
 /// What a refresh task needs, owned so it can outlive the lookup that started it.
@@ -52,6 +55,7 @@ impl RedisCache {
                 lock_ttl,
             }),
             flights: Arc::default(),
+            revalidations: Arc::default(),
         }
     }
 
@@ -227,6 +231,23 @@ impl StatusCache for RedisCache {
         self.lookup(key, refresh).boxed()
     }
 
+    fn revalidate<'a>(&'a self, key: &'a str, refresh: Refresh) -> BoxFuture<'a, Result<Lookup>> {
+        let shared = self.shared.clone();
+        let owned_key = key.to_string();
+        let flight = self.revalidations.join(key, move || {
+            async move {
+                let entry = Entry::fetched_now(refresh.await?);
+                shared.store(&owned_key, &entry).await;
+                Ok(Filled {
+                    entry,
+                    from_cache: false,
+                })
+            }
+            .boxed()
+        });
+        async move { Ok(flight.await?.entry.lookup(Outcome::Miss)) }.boxed()
+    }
+
     fn put<'a>(&'a self, key: &'a str, fetched: Fetched) -> BoxFuture<'a, ()> {
         async move {
             self.shared.store(key, &Entry::fetched_now(fetched)).await;
@@ -237,6 +258,7 @@ impl StatusCache for RedisCache {
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
         async move {
             self.flights.forget(key);
+            self.revalidations.forget(key);
             self.shared.l1.invalidate(key).await;
             // Two commands, not one DEL of two keys: keys without a hash tag may sit in
             // different Cluster slots. The lock goes too, so the next lookup refreshes now.

@@ -1,5 +1,5 @@
 //! What both services share: the upstream each one fronts (`Provider`), and the
-//! `ServiceCore` holding the shared state, which runs keyed creates and watches.
+//! `ServiceCore` holding the shared state, which runs keyed creates, watches and cached Gets.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +9,7 @@ use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::cache::StatusCache;
 use crate::config::Config;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
@@ -19,7 +20,9 @@ use crate::progress::{
     EventKind, ProgressHub, Publisher, WatchTiming, first_state, watcher_stream,
 };
 use crate::records::{JobRecord, RecordStore};
+use crate::services::read_through::{AuthGate, CacheWriter, read_through};
 use crate::tenant::Secret;
+use crate::upstream::reply::Reply;
 
 /// A server stream of gRPC messages.
 pub type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -38,13 +41,14 @@ pub trait Provider: Clone + Send + Sync + 'static {
     fn managed_key(config: &Config) -> Option<&Secret>;
 
     /// Follows resource `id` until it is final or the watch fails, publishing each
-    /// change; dropped when the last subscriber leaves.
+    /// change and writing what it reads to `cache`; dropped when the last subscriber leaves.
     fn poll(
         self,
         ctx: CallContext,
         id: String,
         timing: WatchTiming,
         publisher: Publisher<Self::Progress>,
+        cache: CacheWriter,
     ) -> impl Future<Output = ()> + Send + 'static;
 
     /// The watch message for `value`, observed by the watcher at `observed_at`.
@@ -65,6 +69,10 @@ pub struct ServiceCore<P: Provider> {
     idempotency: Arc<dyn IdempotencyStore>,
     records: Arc<dyn RecordStore>,
     watches: Arc<dyn ProgressHub<P::Progress>>,
+    cache: Arc<dyn StatusCache>,
+    /// Per service, not shared: the tenant `managed` holds a different key for each
+    /// upstream, and one caller's key may be good for one upstream and not the other.
+    auth: AuthGate,
     shutdown: CancellationToken,
 }
 
@@ -98,14 +106,17 @@ impl<P: Provider> ServiceCore<P> {
         idempotency: Arc<dyn IdempotencyStore>,
         records: Arc<dyn RecordStore>,
         watches: Arc<dyn ProgressHub<P::Progress>>,
+        cache: Arc<dyn StatusCache>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            auth: AuthGate::new(config.auth_ttl),
             client,
             config,
             idempotency,
             records,
             watches,
+            cache,
             shutdown,
         }
     }
@@ -170,13 +181,49 @@ impl<P: Provider> ServiceCore<P> {
         let id = resource(request.into_inner())?;
         let key = self.key(&ctx, kind::WATCH, &id);
         let (client, timing) = (self.client.clone(), WatchTiming::from_config(&self.config));
+        let cache = CacheWriter::new(self.cache.clone(), self.auth.clone(), key.clone());
         let mut rx = self.watches.subscribe(
             &key,
-            Box::new(move |publisher| Box::pin(client.poll(ctx, id, timing, publisher))),
+            Box::new(move |publisher| Box::pin(client.poll(ctx, id, timing, publisher, cache))),
         );
         first_state(&mut rx).await?;
         let stream = watcher_stream(rx, timing, self.shutdown.clone(), rpc, P::watch_message);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// A Get of resource `id` answered through the status cache as entry `kind`: `fetch`
+    /// reads it upstream with the caller's credentials, `is_final` tells a terminal state.
+    pub async fn read_through<M, F, Fut>(
+        &self,
+        ctx: &CallContext,
+        kind: &'static str,
+        id: &str,
+        fetch: F,
+        is_final: fn(&M) -> bool,
+    ) -> Result<Response<M>>
+    where
+        M: prost::Message + Default + 'static,
+        F: FnOnce(P, CallContext) -> Fut,
+        Fut: Future<Output = Result<Reply<M>>> + Send + 'static,
+    {
+        let fetch = fetch(self.client.clone(), ctx.clone());
+        read_through(
+            &self.cache,
+            &self.auth,
+            &self.key(ctx, kind, id),
+            fetch,
+            is_final,
+        )
+        .await
+    }
+
+    /// Forgets the cached entries of `kinds` for resource `id` (its state just changed).
+    pub async fn invalidate(&self, ctx: &CallContext, kinds: &[&'static str], id: &str) {
+        for &kind in kinds {
+            self.cache
+                .invalidate(&self.key(ctx, kind, id).to_string())
+                .await;
+        }
     }
 
     /// What to keep of a resource this call is about to create, once it has an id.

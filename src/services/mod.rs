@@ -5,6 +5,7 @@ pub mod batches;
 pub mod chunking;
 pub mod core;
 pub mod jobs;
+pub mod read_through;
 pub mod validate;
 
 /// A validated `page_size`, with 0 meaning `default`.

@@ -7,3 +7,5 @@ mod common;
 mod cache;
 mod idempotency;
 mod shared_redis;
+mod status_cache;
+mod status_cache_trust;

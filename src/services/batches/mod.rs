@@ -13,7 +13,9 @@ use std::collections::HashSet;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::context::CallContext;
 use crate::error::{Error, Result};
+use crate::keys::kind;
 use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
 use crate::services::chunking::{chunk_by, repeated_field_size, within_message_limit};
 use crate::services::core::{ServerStream, ServiceCore};
@@ -22,6 +24,7 @@ use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
 use dedupe::SentIds;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
+use watch::is_done;
 
 /// The xAI service: the shared core over an `XaiClient`.
 pub type BatchesService = ServiceCore<XaiClient>;
@@ -67,8 +70,13 @@ impl BatchService for ServiceCore<XaiClient> {
         let ctx = self.context(&request)?;
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
-        let reply = self.client.batch(&batch_id, &ctx).await?;
-        Ok(reply.map(batch_to_proto).into_response())
+        let id = batch_id.clone();
+        let fetch = |xai: XaiClient, ctx: CallContext| async move {
+            Ok(xai.batch(&id, &ctx).await?.map(batch_to_proto))
+        };
+        Ok(self
+            .read_through(&ctx, kind::BATCH, &batch_id, fetch, is_done)
+            .await?)
     }
 
     async fn list_batches(
@@ -101,8 +109,10 @@ impl BatchService for ServiceCore<XaiClient> {
         let ctx = self.context(&request)?;
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
-        let reply = self.client.cancel_batch(&batch_id, &ctx).await?;
-        Ok(reply.map(batch_to_proto).into_response())
+        let reply = self.client.cancel_batch(&batch_id, &ctx).await;
+        // Even a failed cancel may have reached the upstream: forget what it may have changed.
+        self.invalidate(&ctx, &[kind::BATCH], &batch_id).await;
+        Ok(reply?.map(batch_to_proto).into_response())
     }
 
     async fn add_batch_requests(
@@ -117,8 +127,11 @@ impl BatchService for ServiceCore<XaiClient> {
             self.config.xai_add_chunk_bytes,
             self.config.xai_add_chunk_requests,
         );
-        let reply = add::execute(&self.client, &request.batch_id, plan, &ctx).await?;
-        Ok(Response::new(reply))
+        let reply = add::execute(&self.client, &request.batch_id, plan, &ctx).await;
+        // Added requests change the batch's counters, even when only some chunks made it.
+        self.invalidate(&ctx, &[kind::BATCH], &request.batch_id)
+            .await;
+        Ok(Response::new(reply?))
     }
 
     async fn list_batch_request_metadata(

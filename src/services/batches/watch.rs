@@ -9,9 +9,11 @@ use crate::context::CallContext;
 use crate::convert::now_timestamp;
 use crate::deadline::Deadline;
 use crate::error::{Error, UpstreamId};
+use crate::keys::kind;
 use crate::progress::{EventKind, Publisher, WatchTiming};
 use crate::proto::xai::v1::{Batch, DoneReason, WatchBatchResponse, WatchEventKind};
 use crate::services::core::Provider;
+use crate::services::read_through::CacheWriter;
 use crate::tenant::Secret;
 use crate::upstream::xai::XaiClient;
 
@@ -45,6 +47,11 @@ pub fn done_reason(batch: &Batch, now: &prost_types::Timestamp) -> DoneReason {
     }
 }
 
+/// Whether `batch` is done now: the status cache keeps it long from then on.
+pub fn is_done(batch: &Batch) -> bool {
+    done_reason(batch, &now_timestamp()) != DoneReason::Unspecified
+}
+
 /// xAI batches are watched by reading the batch until it is done.
 impl Provider for XaiClient {
     type Progress = Batch;
@@ -64,6 +71,7 @@ impl Provider for XaiClient {
         batch_id: String,
         timing: WatchTiming,
         publisher: Publisher<Batch>,
+        cache: CacheWriter,
     ) {
         let started = Instant::now();
         let mut first = true;
@@ -72,7 +80,8 @@ impl Provider for XaiClient {
             match self.batch(&batch_id, &call_ctx).await {
                 Ok(reply) => {
                     let batch = batch_to_proto(reply.body);
-                    let done = done_reason(&batch, &now_timestamp()) != DoneReason::Unspecified;
+                    let done = is_done(&batch);
+                    cache.put(kind::BATCH, &batch, done).await;
                     publisher.publish(batch, done);
                     if done {
                         return;

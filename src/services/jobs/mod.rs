@@ -8,8 +8,10 @@ pub mod watch;
 
 use tonic::{Request, Response, Status};
 
+use crate::context::CallContext;
 use crate::error::{Error, Result};
 use crate::idempotency::Outcome;
+use crate::keys::kind;
 use crate::proto::sutro::v1::{
     self as pb, create_job_request::Inputs, job_service_server::JobService,
 };
@@ -21,7 +23,7 @@ use crate::upstream::reply::Reply;
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use crate::upstream::sutro_models::CreateJobReply;
 use results::ResultColumns;
-use translate::{create_body, failure_reason, job_to_proto, parse_status};
+use translate::{create_body, is_final, job_to_proto, status_to_proto};
 
 /// The Sutro service: the shared core over a `SutroClient`.
 pub type JobsService = ServiceCore<SutroClient>;
@@ -84,21 +86,18 @@ impl JobService for ServiceCore<SutroClient> {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let reply = self.client.job_status(&job_id, &ctx).await?;
-        let reply = reply.try_map(|body| {
-            let raw_status = body.status_of(&job_id).ok_or_else(|| {
-                self.client
-                    .protocol_error("job_status names no status for this job")
-            })?;
-            Ok::<_, Error>(pb::GetJobStatusResponse {
-                status: parse_status(&raw_status).into(),
-                raw_status,
-                failure_reason: failure_reason(body.failure_reason()),
-                message: body.message(),
-                job_id,
+        let id = job_id.clone();
+        let fetch = |sutro: SutroClient, ctx: CallContext| async move {
+            let reply = sutro.job_status(&id, &ctx).await?;
+            reply.try_map(|body| {
+                status_to_proto(id, &body)
+                    .ok_or_else(|| sutro.protocol_error("job_status names no status for this job"))
             })
-        })?;
-        Ok(reply.into_response())
+        };
+        let is_final = |status: &pb::GetJobStatusResponse| is_final(status.status());
+        Ok(self
+            .read_through(&ctx, kind::STATUS, &job_id, fetch, is_final)
+            .await?)
     }
 
     async fn get_job(
@@ -108,8 +107,14 @@ impl JobService for ServiceCore<SutroClient> {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let reply = self.client.job(&job_id, &ctx).await?;
-        Ok(reply.map(job_to_proto).into_response())
+        let id = job_id.clone();
+        let fetch = |sutro: SutroClient, ctx: CallContext| async move {
+            Ok(sutro.job(&id, &ctx).await?.map(job_to_proto))
+        };
+        let is_final = |job: &pb::Job| is_final(job.status());
+        Ok(self
+            .read_through(&ctx, kind::JOB, &job_id, fetch, is_final)
+            .await?)
     }
 
     async fn list_jobs(
@@ -230,8 +235,11 @@ impl JobService for ServiceCore<SutroClient> {
         let ctx = self.context(&request)?;
         let job_id = request.into_inner().job_id;
         validate::job_id(&job_id)?;
-        let reply = self.client.cancel_job(&job_id, &ctx).await?;
-        Ok(reply
+        let reply = self.client.cancel_job(&job_id, &ctx).await;
+        // Even a failed cancel may have reached the upstream: forget what it may have changed.
+        self.invalidate(&ctx, &[kind::STATUS, kind::JOB], &job_id)
+            .await;
+        Ok(reply?
             .map(|body| pb::CancelJobResponse {
                 cancelled: body.cancelled,
                 message: body.message,

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::convert::{json_to_struct, json_to_value, parse_time, struct_to_json};
 use crate::proto::sutro::v1::{self as pb, JobStatus, create_job_request::Inputs};
-use crate::upstream::sutro_models::SutroJob;
+use crate::upstream::sutro_models::{JobStatusReply, SutroJob};
 
 /// A Sutro status string as the enum; unknown strings are UNSPECIFIED (the raw
 /// string is always passed along beside it). Legacy lowercase names are accepted.
@@ -29,6 +29,19 @@ pub fn is_final(status: JobStatus) -> bool {
         status,
         JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
     )
+}
+
+/// The GetJobStatus answer for `job_id` from Sutro's status reply; `None` when the
+/// reply names no status for it.
+pub fn status_to_proto(job_id: String, body: &JobStatusReply) -> Option<pb::GetJobStatusResponse> {
+    let raw_status = body.status_of(&job_id)?;
+    Some(pb::GetJobStatusResponse {
+        status: parse_status(&raw_status).into(),
+        raw_status,
+        failure_reason: failure_reason(body.failure_reason()),
+        message: body.message(),
+        job_id,
+    })
 }
 
 /// Sutro's `failure_reason` (an object with `message`, or a bare string).

@@ -4,14 +4,16 @@
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, sleep, timeout};
 
-use super::translate::{failure_reason, is_final, parse_status};
+use super::translate::{failure_reason, is_final, job_to_proto, parse_status, status_to_proto};
 use crate::config::Config;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result, UpstreamId};
+use crate::keys::kind;
 use crate::progress::{EventKind, Publisher, WatchTiming};
 use crate::proto::sutro::v1::{JobProgress, JobStatus, WatchEventKind, WatchJobResponse};
 use crate::services::core::Provider;
+use crate::services::read_through::CacheWriter;
 use crate::tenant::Secret;
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::sutro_models::{ProgressUpdate, SutroJob};
@@ -35,9 +37,11 @@ impl Provider for SutroClient {
         job_id: String,
         timing: WatchTiming,
         publisher: Publisher<JobProgress>,
+        cache: CacheWriter,
     ) {
         let mut poller = Poller {
             client: self,
+            cache,
             ctx,
             timing,
             publisher,
@@ -70,6 +74,8 @@ impl Provider for SutroClient {
 
 struct Poller {
     client: SutroClient,
+    /// Where what the poller reads goes, so watched jobs are always fresh in the cache.
+    cache: CacheWriter,
     ctx: CallContext,
     timing: WatchTiming,
     publisher: Publisher<JobProgress>,
@@ -83,11 +89,7 @@ struct Poller {
 
 impl Poller {
     async fn run(&mut self) -> Result<()> {
-        let job = self
-            .client
-            .job(&self.progress.job_id, &self.call_ctx())
-            .await?
-            .body;
+        let job = self.read_job().await?;
         self.apply_job(job);
         if self.publish_if_final() {
             return Ok(());
@@ -226,14 +228,14 @@ impl Poller {
             }
             Err(error) => return Err(error),
         };
+        if let Some(seen) = status_to_proto(self.progress.job_id.clone(), &reply) {
+            let done = is_final(seen.status());
+            self.cache.put(kind::STATUS, &seen, done).await;
+        }
         let raw = reply.status_of(&self.progress.job_id).unwrap_or_default();
         let status = parse_status(&raw);
         if is_final(status) {
-            let job = self
-                .client
-                .job(&self.progress.job_id, &self.call_ctx())
-                .await?
-                .body;
+            let job = self.read_job().await?;
             self.apply_job(job);
             // The job object and the status endpoint can disagree for a moment;
             // the status endpoint said final, so that is what we report.
@@ -248,6 +250,20 @@ impl Poller {
         self.progress.raw_status = raw;
         self.publish();
         Ok(false)
+    }
+
+    /// Reads the whole job, and writes it to the cache.
+    async fn read_job(&self) -> Result<SutroJob> {
+        let job = self
+            .client
+            .job(&self.progress.job_id, &self.call_ctx())
+            .await?
+            .body;
+        let seen = job_to_proto(job.clone());
+        self.cache
+            .put(kind::JOB, &seen, is_final(seen.status()))
+            .await;
+        Ok(job)
     }
 
     fn apply_job(&mut self, job: SutroJob) {

@@ -1,0 +1,221 @@
+//! Cached reads for the services: a Get answered through the status cache, gated by how
+//! recently the upstream accepted the caller's credential; and what watch pollers write.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use prost::Message;
+use tonic::{Code, Response};
+
+use crate::cache::{Fetched, Outcome, StatusCache};
+use crate::error::{Error, Result};
+use crate::keys::ResourceKey;
+use crate::upstream::reply::Reply;
+
+/// Tenants whose credential an upstream accepted within the auth TTL, on this replica.
+/// Only they may be answered from the cache: a key revoked upstream stops getting cached
+/// answers once its last acceptance is older than the TTL, and its next read goes upstream.
+#[derive(Clone)]
+pub struct AuthGate {
+    accepted: moka::future::Cache<String, ()>,
+}
+
+impl AuthGate {
+    /// Vouches for a tenant for `ttl` after each upstream acceptance.
+    pub fn new(ttl: Duration) -> AuthGate {
+        // Tenants are few next to cache entries; the bound only caps a key-spraying caller.
+        const MAX_TENANTS: u64 = 100_000;
+        AuthGate {
+            accepted: moka::future::Cache::builder()
+                .max_capacity(MAX_TENANTS)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// Whether the upstream accepted `tenant`'s credential within the TTL.
+    pub fn vouches_for(&self, tenant: &str) -> bool {
+        self.accepted.contains_key(tenant)
+    }
+
+    /// The upstream just answered `tenant` successfully.
+    pub async fn accepted(&self, tenant: String) {
+        self.accepted.insert(tenant, ()).await;
+    }
+
+    /// The upstream just refused `tenant`'s credential: no cached answers until it
+    /// accepts it again, however recent its last acceptance.
+    pub async fn refused(&self, tenant: &str) {
+        self.accepted.invalidate(tenant).await;
+    }
+}
+
+/// Answers one Get through `cache` at `key`: `fetch` is the upstream read (with the
+/// caller's credentials) and `is_final` tells a terminal state. The response carries
+/// `x-cache` and `age`, and on a MISS the upstream's request id when this call's own
+/// read answered it (a call that joined another's read has none of its own).
+pub async fn read_through<M, Fut>(
+    cache: &Arc<dyn StatusCache>,
+    auth: &AuthGate,
+    key: &ResourceKey,
+    fetch: Fut,
+    is_final: fn(&M) -> bool,
+) -> Result<Response<M>>
+where
+    M: Message + Default + 'static,
+    Fut: Future<Output = Result<Reply<M>>> + Send + 'static,
+{
+    let rendered = key.to_string();
+    let request_id = Arc::new(Mutex::new(None));
+    let refresh = {
+        let (auth, tenant, request_id) = (auth.clone(), key.tenant.clone(), request_id.clone());
+        async move {
+            let reply = match fetch.await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    if error.code() == Code::Unauthenticated {
+                        auth.refused(&tenant).await;
+                    }
+                    return Err(error);
+                }
+            };
+            auth.accepted(tenant).await;
+            *request_id.lock().unwrap_or_else(PoisonError::into_inner) = reply.request_id;
+            Ok(Fetched {
+                is_final: is_final(&reply.body),
+                bytes: reply.body.encode_to_vec().into(),
+            })
+        }
+        .boxed()
+    };
+    let lookup = if auth.vouches_for(&key.tenant) {
+        cache.get_or_refresh(&rendered, refresh).await?
+    } else {
+        cache.revalidate(&rendered, refresh).await?
+    };
+    // An event on the RPC's span; the key is left out (it names the tenant and resource).
+    tracing::debug!(
+        cache = lookup.outcome.as_str(),
+        kind = key.kind,
+        age_secs = lookup.age.as_secs(),
+        "status cache"
+    );
+    let body = M::decode(lookup.bytes.as_ref()).map_err(|e| {
+        Error::Internal(format!("a cached {} entry does not decode: {e}", key.kind))
+    })?;
+    let request_id = match lookup.outcome {
+        Outcome::Miss => request_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(),
+        Outcome::Hit | Outcome::Stale => None,
+    };
+    let mut response = Reply { body, request_id }.into_response();
+    lookup.annotate(response.metadata_mut());
+    Ok(response)
+}
+
+/// What a watch poller needs to write what it reads into the status cache, so watched
+/// resources are always fresh there. Bound to the tenant whose credentials it polls with.
+#[derive(Clone)]
+pub struct CacheWriter {
+    cache: Arc<dyn StatusCache>,
+    auth: AuthGate,
+    key: ResourceKey,
+}
+
+impl CacheWriter {
+    /// Writes for the tenant and resource of `key` (its kind is set per write).
+    pub fn new(cache: Arc<dyn StatusCache>, auth: AuthGate, key: ResourceKey) -> CacheWriter {
+        CacheWriter { cache, auth, key }
+    }
+
+    /// Stores `message`, just read upstream, as the resource's entry of `kind`.
+    pub async fn put(&self, kind: &'static str, message: &impl Message, is_final: bool) {
+        let key = ResourceKey {
+            kind,
+            ..self.key.clone()
+        };
+        let fetched = Fetched {
+            bytes: message.encode_to_vec().into(),
+            is_final,
+        };
+        self.cache.put(&key.to_string(), fetched).await;
+        // The upstream just answered the poller, so it accepts the tenant's credential.
+        self.auth.accepted(key.tenant).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{MemoryCache, TtlPolicy};
+    use crate::keys::kind;
+    use crate::proto::sutro::v1::Job;
+
+    fn cache() -> Arc<dyn StatusCache> {
+        let policy = TtlPolicy {
+            live: Duration::from_secs(60),
+            terminal: Duration::from_secs(60),
+            stale: Duration::from_secs(60),
+        };
+        Arc::new(MemoryCache::new(policy, 100))
+    }
+
+    fn job(name: &str) -> impl Future<Output = Result<Reply<Job>>> + Send + 'static {
+        let body = Job {
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        std::future::ready(Ok(Reply {
+            body,
+            request_id: Some(format!("req-{name}")),
+        }))
+    }
+
+    fn header<T>(response: &Response<T>, name: &str) -> Option<String> {
+        let value = response.metadata().get(name)?;
+        value.to_str().ok().map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn only_vouched_for_tenants_are_answered_from_the_cache() {
+        let (cache, auth) = (cache(), AuthGate::new(Duration::from_secs(60)));
+        let key = ResourceKey::new("t", "sutro", kind::JOB, "job-1");
+        let miss = read_through(&cache, &auth, &key, job("a"), |_| false)
+            .await
+            .unwrap();
+        assert_eq!(header(&miss, "x-cache").as_deref(), Some("MISS"));
+        assert_eq!(
+            header(&miss, "x-upstream-request-id").as_deref(),
+            Some("req-a")
+        );
+        let hit = read_through(&cache, &auth, &key, job("b"), |_| false)
+            .await
+            .unwrap();
+        assert_eq!(header(&hit, "x-cache").as_deref(), Some("HIT"));
+        assert_eq!(header(&hit, "age").as_deref(), Some("0"));
+        assert_eq!(header(&hit, "x-upstream-request-id"), None);
+        assert_eq!(hit.get_ref().name.as_deref(), Some("a"));
+
+        // Another replica's auth gate (or this one's, once its TTL passed) knows nobody.
+        let forgetful = AuthGate::new(Duration::from_secs(60));
+        let checked = read_through(&cache, &forgetful, &key, job("c"), |_| false)
+            .await
+            .unwrap();
+        assert_eq!(header(&checked, "x-cache").as_deref(), Some("MISS"));
+        assert_eq!(checked.get_ref().name.as_deref(), Some("c"));
+        assert!(forgetful.vouches_for("t"));
+
+        // A key refused on any read loses its standing at once, not when the TTL runs out.
+        let other = ResourceKey::new("t", "sutro", kind::JOB, "job-2");
+        let refused = std::future::ready(Err(Error::Unauthenticated("revoked".into())));
+        let err = read_through::<Job, _>(&cache, &auth, &other, refused, |_| false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert!(!auth.vouches_for("t"));
+    }
+}
