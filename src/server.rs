@@ -13,11 +13,11 @@ use tonic_health::server::HealthReporter;
 
 use crate::cache;
 use crate::config::{Config, MAX_MESSAGE_BYTES};
-use crate::idempotency::{IdempotencyStore, MemoryIdempotency};
+use crate::idempotency;
 use crate::progress::MemoryHub;
 use crate::proto::sutro::v1::job_service_server::JobServiceServer;
 use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
-use crate::records::{MemoryRecords, RecordStore};
+use crate::records;
 use crate::services::batches::BatchesService;
 use crate::services::jobs::JobsService;
 use crate::shared_redis::SharedRedis;
@@ -84,9 +84,8 @@ impl App {
         let cache = cache::status_cache(&config, redis.as_ref());
 
         let stop = CancellationToken::new();
-        let idempotency: Arc<dyn IdempotencyStore> =
-            Arc::new(MemoryIdempotency::new(config.idempotency_ttl, 1_000_000));
-        let records: Arc<dyn RecordStore> = Arc::new(MemoryRecords::new(RECORD_TTL, 1_000_000));
+        let idempotency = idempotency::store(&config, redis.as_ref());
+        let records = records::store(redis.as_ref(), RECORD_TTL);
         let jobs = JobsService::new(
             sutro,
             config.clone(),

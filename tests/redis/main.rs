@@ -6,6 +6,7 @@ mod common;
 
 mod cache;
 mod idempotency;
+mod replicas;
 mod shared_redis;
 mod status_cache;
 mod status_cache_trust;
