@@ -2,6 +2,7 @@
 //! through the async cluster client, every call bounded by a short timeout, up/down tracked.
 
 mod health;
+mod pubsub;
 mod target;
 
 use std::fmt;
