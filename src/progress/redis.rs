@@ -241,14 +241,15 @@ where
     T: prost::Message + Default + Clone + PartialEq + 'static,
 {
     async fn run(mut self) {
-        let hint: Arc<Notify> = self.hub.hints.follow(&self.names.channel).await;
+        let hint: Arc<Notify> = self.hub.hints.follow(&self.names.channel);
         let mut tick = tokio::time::interval(self.hub.timing.reread);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let finished = tokio::select! {
                 () = self.hub.stop.cancelled() => return,
                 _ = tick.tick() => self.tick().await,
-                () = hint.notified() => self.tick().await,
+                // The holder's own hint tells it nothing new.
+                () = hint.notified(), if self.mode != Mode::Holder => self.tick().await,
                 polled = changed(&mut self.poller) => self.forward(polled.is_ok()).await,
             };
             if finished || self.idle() {
@@ -257,7 +258,7 @@ where
         }
         self.forget();
         self.poller = None;
-        self.hub.hints.unfollow(&self.names.channel, &hint).await;
+        self.hub.hints.unfollow(&self.names.channel, &hint);
         let holder = self.mode == Mode::Holder;
         if let Err(error) = self.hub.scripts.leave(&self.hub, &self.names, holder).await {
             tracing::debug!(error = %self.hub.redis.describe(&error), "cannot leave a watch cleanly; it lapses");

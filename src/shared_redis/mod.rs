@@ -14,6 +14,7 @@ use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Value};
 
+pub use pubsub::Subscriber;
 pub use target::{RedisTarget, RedisUrl};
 
 use health::Health;

@@ -254,3 +254,43 @@ async fn without_redis_each_replica_polls_for_itself_and_rejoins_later() {
         "one poller again once Redis is back"
     );
 }
+
+/// With a re-read timer far longer than the job, followers still see every change
+/// soon: the holder's hints wake them.
+async fn hints_wake_followers(target: RedisTarget) {
+    let slow = HubTiming {
+        lease: Duration::from_secs(10),
+        reread: Duration::from_secs(3),
+        ..timing()
+    };
+    let hubs = hubs(&target, 2, slow);
+    let pollers = Pollers::default();
+    let mut holder = hubs[0].subscribe(
+        &key("job-6"),
+        pollers.start(0, Some(10), Duration::from_millis(100)),
+    );
+    at_least(&mut holder, 1).await;
+    let mut follower = hubs[1].subscribe(
+        &key("job-6"),
+        pollers.start(1, Some(10), Duration::from_millis(100)),
+    );
+    let started = Instant::now();
+    assert_eq!(done(&mut follower, Duration::from_secs(2)).await, 11);
+    assert!(started.elapsed() < Duration::from_millis(2_500));
+    assert_eq!(pollers.starts().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_wake_followers_before_their_timer() {
+    let server = RedisServer::start();
+    hints_wake_followers(target(&server.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_hints_wake_followers_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let target = RedisTarget::from_settings(None, Some(&cluster.nodes_setting()))
+        .unwrap()
+        .unwrap();
+    hints_wake_followers(target).await;
+}
