@@ -1,6 +1,7 @@
 //! Progress fan-out: one upstream watcher per watched resource, any number of local
 //! subscribers, latest value wins so a slow subscriber never holds anyone back.
 
+mod follower;
 mod hints;
 mod memory;
 mod redis;

@@ -149,8 +149,9 @@ impl Scripts {
         names: &Names,
         snapshot: Vec<u8>,
         terminal: bool,
+        ttl: std::time::Duration,
     ) -> Result<(), RedisError> {
-        let ttl_ms = u64::try_from(hub.timing.snapshot_ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let _: i64 = eval(WRITE, 2)
             .arg(&names.lease)
             .arg(&names.snapshot)
@@ -205,4 +206,30 @@ fn eval(script: &str, keys: usize) -> Cmd {
 
 fn flag(on: bool) -> &'static str {
     if on { "1" } else { "0" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{ResourceKey, kind};
+
+    fn tag(name: &str) -> &str {
+        let open = name.find('{').expect("a hash tag") + 1;
+        &name[open..open + name[open..].find('}').expect("closed")]
+    }
+
+    #[test]
+    fn every_name_of_a_resource_shares_its_slot() {
+        let key = ResourceKey::new("t", "xai", kind::WATCH, "b{1}").to_string();
+        let names = Names::new(&key);
+        for name in [
+            &names.lease,
+            &names.interest,
+            &names.snapshot,
+            &names.channel,
+        ] {
+            assert_eq!(tag(name), tag(&key), "{name}");
+            assert!(name.starts_with(&key));
+        }
+    }
 }

@@ -294,3 +294,47 @@ async fn sharded_hints_wake_followers_on_a_cluster() {
         .unwrap();
     hints_wake_followers(target).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_reaches_every_replica_and_does_not_stick() {
+    let server = RedisServer::start();
+    let hubs = hubs(&target(&server.url()), 2, timing());
+    let starts = Arc::new(AtomicUsize::new(0));
+    let failing = || -> StartPoller<u64> {
+        let starts = starts.clone();
+        Box::new(move |publisher| {
+            starts.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                sleep(Duration::from_millis(100)).await;
+                publisher.fail(batchgate::error::Error::FailedPrecondition(
+                    "job was deleted".into(),
+                ));
+            })
+        })
+    };
+    let failed = |mut rx: watch::Receiver<WatchState<u64>>| async move {
+        let state = timeout(
+            Duration::from_secs(5),
+            rx.wait_for(|s| matches!(s, WatchState::Failed(_))),
+        )
+        .await
+        .expect("the failure in time")
+        .expect("the watch ends with its failure");
+        match &*state {
+            WatchState::Failed(error) => {
+                assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+                assert_eq!(error.to_string(), "job was deleted");
+            }
+            _ => unreachable!(),
+        }
+    };
+    let a = hubs[0].subscribe(&key("job-7"), failing());
+    let b = hubs[1].subscribe(&key("job-7"), failing());
+    failed(a).await;
+    failed(b).await;
+    assert_eq!(starts.load(Ordering::SeqCst), 1);
+    // The failure outlives its readers by a lease at most: the next watch tries again.
+    sleep(timing().lease + Duration::from_millis(200)).await;
+    failed(hubs[1].subscribe(&key("job-7"), failing())).await;
+    assert_eq!(starts.load(Ordering::SeqCst), 2);
+}
