@@ -80,7 +80,13 @@ where
 
     pub(super) async fn run(mut self) {
         let hint: Arc<Notify> = self.hub.hints.follow(&self.names.channel);
-        let mut tick = tokio::time::interval(self.hub.timing.reread);
+        // `interval` panics on zero; a re-read more often than this only costs Redis.
+        let every = self
+            .hub
+            .timing
+            .reread
+            .max(std::time::Duration::from_millis(10));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let finished = tokio::select! {

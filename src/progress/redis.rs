@@ -182,3 +182,104 @@ impl<T> Inner<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::keys::kind;
+    use crate::shared_redis::RedisTarget;
+
+    /// Collects log lines written while a test runs.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn without_redis_every_resource_is_still_watched_and_it_is_logged_once() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let target = RedisTarget::from_settings(Some(&format!("redis://127.0.0.1:{port}")), None)
+            .unwrap()
+            .unwrap();
+        let redis = SharedRedis::connect(&target, Duration::from_millis(100)).unwrap();
+        let hub = RedisHub::<u64>::new(
+            redis,
+            HubTiming::new(Duration::from_millis(300), Duration::ZERO),
+            new_replica_id(),
+        );
+        let starts = Arc::new(AtomicUsize::new(0));
+        let mut receivers = Vec::new();
+        for job in ["job-1", "job-2", "job-3"] {
+            for _ in 0..5 {
+                let starts = starts.clone();
+                receivers.push(hub.subscribe(
+                    &ResourceKey::new("t", "sutro", kind::WATCH, job),
+                    Box::new(move |publisher| {
+                        starts.fetch_add(1, Ordering::SeqCst);
+                        Box::pin(async move {
+                            publisher.publish(1, false);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            publisher.publish(2, true);
+                        })
+                    }),
+                ));
+            }
+        }
+        for rx in &mut receivers {
+            let state = tokio::time::timeout(
+                Duration::from_secs(5),
+                rx.wait_for(|s| matches!(s, WatchState::Live { done: true, .. })),
+            )
+            .await
+            .expect("done in time")
+            .expect("done");
+            assert!(matches!(&*state, WatchState::Live { value: 2, .. }));
+        }
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            3,
+            "one local poller per resource"
+        );
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        assert_eq!(
+            text.matches("watches fall back to a poller per replica")
+                .count(),
+            1,
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_redis_configured_the_hub_is_in_memory() {
+        let hub = super::super::hub::<u64>(&Config::embedded(), None);
+        let mut rx = hub.subscribe(
+            &ResourceKey::new("t", "xai", kind::WATCH, "b"),
+            Box::new(|publisher| Box::pin(async move { publisher.publish(7, true) })),
+        );
+        rx.changed().await.unwrap();
+        assert!(matches!(&*rx.borrow(), WatchState::Live { value: 7, .. }));
+    }
+}

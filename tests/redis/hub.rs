@@ -27,8 +27,10 @@ fn timing() -> HubTiming {
     }
 }
 
+/// A generous bound: on a loaded test machine a slow answer must not look like an
+/// outage (which would start a second poller).
 fn connect(target: &RedisTarget) -> SharedRedis {
-    SharedRedis::connect(target, Duration::from_millis(500)).expect("a Redis handle")
+    SharedRedis::connect(target, Duration::from_secs(2)).expect("a Redis handle")
 }
 
 /// `n` hubs, each with its own connection, as `n` replicas would be.
@@ -168,7 +170,7 @@ async fn another_replica_takes_over_when_the_holder_dies() {
     let (successor, at) = starts[1];
     assert_ne!(successor, holder);
     let took = at.duration_since(killed);
-    assert!(took < timing().lease * 3, "took over after {took:?}");
+    assert!(took < timing().lease * 4, "took over after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
