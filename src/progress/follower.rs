@@ -156,6 +156,12 @@ where
                     self.resign().await;
                 }
             }
+            Role::Nobody if interested && !may_lead => {
+                // Nobody polls and this replica's `start` is spent (used by a poller
+                // dropped on rejoining): ending the watch here makes its callers call
+                // again ("call again to resume"), which brings a fresh `start`.
+                return true;
+            }
             Role::Other | Role::Nobody => {
                 if self.mode != Mode::Follower {
                     self.poller = None;

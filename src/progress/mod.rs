@@ -91,7 +91,9 @@ where
 }
 
 /// The hub `config` and `redis` call for: one poller per resource per cluster through
-/// Redis when there is one, else one per replica in memory.
+/// Redis when there is one, else one per replica in memory. Must run inside a Tokio
+/// runtime (the Redis hub starts its hint listener). Each call makes a new hub, with a
+/// new replica id and its own subscriber connection: make one per progress type.
 pub fn hub<T>(config: &Config, redis: Option<&SharedRedis>) -> Arc<dyn ProgressHub<T>>
 where
     T: prost::Message + Default + Clone + PartialEq + 'static,
