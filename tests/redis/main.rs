@@ -6,4 +6,5 @@ mod common;
 
 mod cache;
 mod hub;
+mod hub_services;
 mod shared_redis;
