@@ -77,6 +77,21 @@ async fn watch_to_end(
     last.expect("at least one message")
 }
 
+async fn create_job(client: &mut JobServiceClient<Channel>, rows: usize) -> String {
+    client
+        .create_job(pb::CreateJobRequest {
+            model: "gpt-oss-20b".into(),
+            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+                values: (0..rows).map(|i| format!("prompt {i}")).collect(),
+            })),
+            ..Default::default()
+        })
+        .await
+        .expect("the job is created")
+        .into_inner()
+        .job_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_on_three_replicas_share_one_upstream_stream() {
     let server = RedisServer::start();
@@ -101,18 +116,7 @@ async fn watchers_on_three_replicas_share_one_upstream_stream() {
         clients.push(replica(config.clone(), redis, &stop).await);
     }
 
-    let job_id = clients[0]
-        .create_job(pb::CreateJobRequest {
-            model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
-                values: (0..200).map(|i| format!("prompt {i}")).collect(),
-            })),
-            ..Default::default()
-        })
-        .await
-        .expect("the job is created")
-        .into_inner()
-        .job_id;
+    let job_id = create_job(&mut clients[0], 200).await;
     let watchers =
         (0..60).map(|i| tokio::spawn(watch_to_end(clients[i % 3].clone(), job_id.clone())));
     for last in futures_util::future::join_all(watchers).await {
@@ -128,4 +132,63 @@ async fn watchers_on_three_replicas_share_one_upstream_stream() {
         "one upstream stream for every replica"
     );
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_replica_holding_the_watch_stops_another_takes_over() {
+    let server = RedisServer::start();
+    let sim = sim::start(
+        SimConfig {
+            rows_per_second: 200.0,
+            heartbeat_ms: 100,
+            ..SimConfig::fast()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("the simulator starts");
+    let mut settings = test_settings(&sim);
+    settings.watch_lease_ms = Some(500);
+    settings.watch_grace_ms = Some(300);
+    let config = Arc::new(Config::resolve(settings).expect("a valid config"));
+    let stops: Vec<CancellationToken> = (0..3).map(|_| CancellationToken::new()).collect();
+    let mut clients = Vec::new();
+    for stop in &stops {
+        let redis = SharedRedis::connect(&target(&server.url()), Duration::from_secs(2)).unwrap();
+        clients.push(replica(config.clone(), redis, stop).await);
+    }
+    let job_id = create_job(&mut clients[0], 1_000).await;
+
+    // Replica 0 watches first, so it holds the lease and runs the upstream stream.
+    let mut first = clients[0]
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .expect("the watch starts")
+        .into_inner();
+    first
+        .message()
+        .await
+        .expect("a snapshot")
+        .expect("a snapshot");
+    let watchers: Vec<_> = (0..40)
+        .map(|i| tokio::spawn(watch_to_end(clients[1 + i % 2].clone(), job_id.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stops[0].cancel();
+    drop(first);
+    for last in futures_util::future::join_all(watchers).await {
+        let last = last.unwrap();
+        assert_eq!(last.kind(), WatchEventKind::Final);
+        assert_eq!(last.progress.unwrap().status(), pb::JobStatus::Succeeded);
+    }
+    assert_eq!(
+        sim.calls("GET /v1/stream-job-progress/{job_id}"),
+        2,
+        "the holder's stream, then its successor's"
+    );
+    for stop in &stops {
+        stop.cancel();
+    }
 }
