@@ -29,7 +29,14 @@ impl Hints {
         let (push, pushed) = mpsc::unbounded_channel();
         match redis.subscriber(push) {
             Ok(subscriber) => {
-                tokio::spawn(listen(subscriber, wake.clone(), pending, pushed, stop));
+                tokio::spawn(listen(
+                    subscriber,
+                    redis.clone(),
+                    wake.clone(),
+                    pending,
+                    pushed,
+                    stop,
+                ));
             }
             Err(error) => tracing::warn!(
                 error = %redis.describe(&error),
@@ -59,6 +66,7 @@ impl Hints {
 
 async fn listen(
     mut subscriber: Subscriber,
+    redis: SharedRedis,
     wake: Wake,
     mut requests: mpsc::UnboundedReceiver<(String, bool)>,
     mut pushed: mpsc::UnboundedReceiver<PushInfo>,
@@ -83,7 +91,8 @@ async fn listen(
                     subscriber.unsubscribe(&channel).await
                 };
                 if let Err(error) = result {
-                    tracing::debug!(%error, "a hint subscription failed; the timer still re-reads");
+                    // Scrubbed: connection errors may name the URL, password included.
+                    tracing::debug!(error = %redis.describe(&error), "a hint subscription failed; the timer still re-reads");
                 }
             }
             push = pushed.recv() => {
