@@ -14,7 +14,7 @@ use tonic_health::server::HealthReporter;
 use crate::cache;
 use crate::config::{Config, MAX_MESSAGE_BYTES};
 use crate::idempotency;
-use crate::progress::MemoryHub;
+use crate::progress;
 use crate::proto::sutro::v1::job_service_server::JobServiceServer;
 use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
 use crate::records;
@@ -91,7 +91,7 @@ impl App {
             config.clone(),
             idempotency.clone(),
             records.clone(),
-            Arc::new(MemoryHub::default()),
+            progress::hub(&config, redis.as_ref()),
             cache.clone(),
             stop.child_token(),
         );
@@ -100,7 +100,7 @@ impl App {
             config.clone(),
             idempotency,
             records,
-            Arc::new(MemoryHub::default()),
+            progress::hub(&config, redis.as_ref()),
             cache,
             stop.child_token(),
         );

@@ -1,12 +1,19 @@
 //! Progress fan-out: one upstream watcher per watched resource, any number of local
 //! subscribers, latest value wins so a slow subscriber never holds anyone back.
 
+mod follower;
+mod hints;
 mod memory;
+mod redis;
+mod scripts;
 mod stream;
+mod wire;
 
 pub use memory::MemoryHub;
+pub use redis::{HubTiming, RedisHub, new_replica_id};
 pub use stream::{EventKind, first_state, watcher_stream};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -15,6 +22,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::error::Error;
 use crate::keys::ResourceKey;
+use crate::shared_redis::SharedRedis;
 
 /// Timing of watches.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +88,24 @@ where
 
     /// How many resources this replica follows right now.
     fn active(&self) -> usize;
+}
+
+/// The hub `config` and `redis` call for: one poller per resource per cluster through
+/// Redis when there is one, else one per replica in memory. Must run inside a Tokio
+/// runtime (the Redis hub starts its hint listener). Each call makes a new hub, with a
+/// new replica id and its own subscriber connection: make one per progress type.
+pub fn hub<T>(config: &Config, redis: Option<&SharedRedis>) -> Arc<dyn ProgressHub<T>>
+where
+    T: prost::Message + Default + Clone + PartialEq + 'static,
+{
+    match redis {
+        Some(redis) => Arc::new(RedisHub::new(
+            redis.clone(),
+            HubTiming::from_config(config),
+            new_replica_id(),
+        )),
+        None => Arc::new(MemoryHub::default()),
+    }
 }
 
 /// Where a poller publishes what it reads.

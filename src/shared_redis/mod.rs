@@ -2,6 +2,7 @@
 //! through the async cluster client, every call bounded by a short timeout, up/down tracked.
 
 mod health;
+mod pubsub;
 mod target;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Value};
 
+pub use pubsub::Subscriber;
 pub use target::{RedisTarget, RedisUrl};
 
 use health::Health;

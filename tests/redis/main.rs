@@ -5,6 +5,7 @@
 mod common;
 
 mod cache;
+mod hub;
 mod idempotency;
 mod replicas;
 mod shared_redis;

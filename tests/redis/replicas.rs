@@ -1,6 +1,5 @@
 //! Several gateway processes sharing one Redis (or a 3-master Cluster) beside one
 //! simulator: one upstream watcher per job for the whole cluster, once-only creates.
-#![allow(dead_code)] // The watch tests join once the Redis hub lands.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -132,6 +131,71 @@ async fn finals(streams: Vec<tonic::Streaming<jobs::WatchJobResponse>>) -> usize
     }))
     .await;
     ends.into_iter().filter(|&ended| ended).count()
+}
+
+async fn one_upstream_stream_for_300_watchers(redis_args: &[String]) {
+    let cluster = Cluster::start(slow_job_sim(), 3, redis_args).await;
+    let job_id = create_job(&cluster, 60).await;
+    let streams = open_watches(&cluster, &[0, 1, 2], 100, &job_id).await;
+    assert_eq!(finals(streams).await, 300, "every watcher sees the FINAL");
+    assert_eq!(
+        cluster.sim.calls(PROGRESS_ROUTE),
+        1,
+        "one upstream progress stream for the whole cluster"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_share_one_upstream_watch() {
+    let redis = RedisServer::start();
+    one_upstream_stream_for_300_watchers(&["--redis-url".into(), redis.url()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_share_one_upstream_watch_on_a_cluster() {
+    let redis = RedisCluster::start();
+    one_upstream_stream_for_300_watchers(&["--redis-cluster-nodes".into(), redis.nodes_setting()])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_lease_holder_dies_another_replica_takes_over() {
+    let redis = RedisServer::start();
+    let mut cluster = Cluster::start(slow_job_sim(), 3, &["--redis-url".into(), redis.url()]).await;
+    let job_id = create_job(&cluster, 80).await;
+    let first = open_watches(&cluster, &[0, 1, 2], 30, &job_id).await;
+    // Which replica follows the upstream: the one whose log says it took the lease.
+    let mut holder = None;
+    for _ in 0..100 {
+        holder = cluster
+            .replicas
+            .iter()
+            .position(|r| r.logged("took the watch lease"));
+        if holder.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let holder = holder.expect("one replica logs that it took the lease");
+    let mut survivors_streams = Vec::new();
+    for (n, stream) in first.into_iter().enumerate() {
+        if n / 30 != holder {
+            survivors_streams.push(stream);
+        }
+    }
+    cluster.replicas[holder].kill().await;
+    let survivors: Vec<usize> = (0..3).filter(|&r| r != holder).collect();
+    assert_eq!(
+        finals(survivors_streams).await,
+        60,
+        "every remaining watcher gets FINAL"
+    );
+    let taken_over = survivors
+        .iter()
+        .filter(|&&r| cluster.replicas[r].logged("took the watch lease"))
+        .count();
+    assert_eq!(taken_over, 1, "exactly one survivor took the lease over");
+    assert!(cluster.sim.calls(PROGRESS_ROUTE) <= 2);
 }
 
 async fn one_create_for_twenty_keyed_calls(redis_args: &[String]) {

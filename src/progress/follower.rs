@@ -1,0 +1,318 @@
+//! The one task per watched resource and replica: holds the lease and runs the poller,
+//! or follows the holder's snapshots, or (Redis away) polls for this replica alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::redis::{Inner, Local};
+use super::scripts::{Names, Role};
+use super::wire;
+use super::{Publisher, StartPoller, WatchState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Reads the holder's snapshots.
+    Follower,
+    /// Holds the lease: runs the poller and writes snapshots.
+    Holder,
+    /// Redis is unreachable: runs a poller of its own, for this replica only.
+    Fallback,
+}
+
+/// A poller this replica runs, publishing into a channel the follower forwards.
+struct Poller<T> {
+    rx: watch::Receiver<WatchState<T>>,
+    task: JoinHandle<()>,
+}
+
+impl<T> Drop for Poller<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The one task per resource and replica: keeps the lease or follows the holder, and
+/// feeds the local channel every subscriber of this replica reads.
+pub(super) struct Follower<T> {
+    hub: Arc<Inner<T>>,
+    name: String,
+    names: Names,
+    out: watch::Sender<WatchState<T>>,
+    start: Option<StartPoller<T>>,
+    poller: Option<Poller<T>>,
+    mode: Mode,
+    /// Redis calls failed in a row.
+    failures: u32,
+    /// When the holder last saw a watcher anywhere in the cluster.
+    last_watched: Instant,
+    /// The snapshot last applied, so an unchanged one wakes nobody.
+    last_read: Option<Vec<u8>>,
+}
+
+impl<T> Follower<T>
+where
+    T: prost::Message + Default + Clone + PartialEq + 'static,
+{
+    /// The follower of `name` on `hub`, feeding `out`; `start` is its first subscriber's.
+    pub(super) fn new(
+        hub: Arc<Inner<T>>,
+        name: String,
+        out: watch::Sender<WatchState<T>>,
+        start: StartPoller<T>,
+    ) -> Self {
+        Self {
+            names: Names::new(&name),
+            hub,
+            name,
+            out,
+            start: Some(start),
+            poller: None,
+            mode: Mode::Follower,
+            failures: 0,
+            last_watched: Instant::now(),
+            last_read: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let hint: Arc<Notify> = self.hub.hints.follow(&self.names.channel);
+        // `interval` panics on zero; a re-read more often than this only costs Redis.
+        let every = self
+            .hub
+            .timing
+            .reread
+            .max(std::time::Duration::from_millis(10));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let finished = tokio::select! {
+                () = self.hub.stop.cancelled() => return,
+                _ = tick.tick() => self.tick().await,
+                // The holder's own hint tells it nothing new.
+                () = hint.notified(), if self.mode != Mode::Holder => self.tick().await,
+                polled = changed(&mut self.poller) => self.forward(polled.is_ok()).await,
+            };
+            if finished || self.idle() {
+                break;
+            }
+        }
+        self.forget();
+        self.poller = None;
+        self.hub.hints.unfollow(&self.names.channel, &hint);
+        let holder = self.mode == Mode::Holder;
+        if let Err(error) = self.hub.scripts.leave(&self.hub, &self.names, holder).await {
+            tracing::debug!(error = %self.hub.redis.describe(&error), "cannot leave a watch cleanly; it lapses");
+        }
+    }
+
+    /// One round trip: says this replica still watches, renews or takes the lease,
+    /// and reads the snapshot. Returns true when the watch is over.
+    async fn tick(&mut self) -> bool {
+        let interested = self.out.receiver_count() > 0;
+        let may_lead = self.poller.is_some() || self.start.is_some() || self.has_spare();
+        let read = self
+            .hub
+            .scripts
+            .tick(&self.hub, &self.names, interested, may_lead)
+            .await;
+        let tick = match read {
+            Ok(tick) => tick,
+            Err(error) => {
+                self.failed(&error);
+                return false;
+            }
+        };
+        self.failures = 0;
+        self.hub.redis_answered();
+        if let Some(bytes) = tick.snapshot
+            && self.apply(bytes)
+        {
+            return true;
+        }
+        match tick.role {
+            Role::Me => {
+                if self.mode != Mode::Holder {
+                    // Operators (and the multi-replica tests) see who follows what.
+                    tracing::info!(resource = %self.names.channel.trim_end_matches(":hint"), "took the watch lease");
+                    self.mode = Mode::Holder;
+                    self.last_watched = Instant::now();
+                    if self.poller.is_none() {
+                        if !self.start_poller() {
+                            self.resign().await;
+                        }
+                    } else if let Some(poller) = &self.poller {
+                        // A poller run while Redis was away becomes the cluster's.
+                        let state = poller.rx.borrow().clone();
+                        if !matches!(state, WatchState::Connecting) {
+                            return self.write(&state).await;
+                        }
+                    }
+                }
+                if tick.watchers > 0 {
+                    self.last_watched = Instant::now();
+                } else if self.last_watched.elapsed() >= self.hub.timing.grace {
+                    self.resign().await;
+                }
+            }
+            Role::Nobody if interested && !may_lead => {
+                // Nobody polls and this replica's `start` is spent (used by a poller
+                // dropped on rejoining): ending the watch here makes its callers call
+                // again ("call again to resume"), which brings a fresh `start`.
+                return true;
+            }
+            Role::Other | Role::Nobody => {
+                if self.mode != Mode::Follower {
+                    self.poller = None;
+                    self.mode = Mode::Follower;
+                }
+            }
+        }
+        false
+    }
+
+    /// The poller published (or ended, when `alive` is false). Returns true when over.
+    async fn forward(&mut self, alive: bool) -> bool {
+        let Some(poller) = &mut self.poller else {
+            return false;
+        };
+        if !alive {
+            // It ended without a final value (e.g. it gave up): so does this watch
+            // here; elsewhere the lapsed lease lets another replica try.
+            return true;
+        }
+        let state = poller.rx.borrow_and_update().clone();
+        self.out.send_replace(state.clone());
+        if self.mode == Mode::Holder {
+            return self.write(&state).await;
+        }
+        wire::is_terminal(&state)
+    }
+
+    /// The holder writes `state` for the cluster. Returns true when it was the last.
+    async fn write(&mut self, state: &WatchState<T>) -> bool {
+        let bytes = wire::encode(state);
+        let terminal = wire::is_terminal(state);
+        // A failure may be passing (the upstream was away): it is kept only long
+        // enough for every follower to read it, so the next watch tries again.
+        let ttl = match state {
+            WatchState::Failed(_) => self.hub.timing.lease,
+            _ => self.hub.timing.snapshot_ttl,
+        };
+        if let Err(error) = self
+            .hub
+            .scripts
+            .write(&self.hub, &self.names, bytes, terminal, ttl)
+            .await
+        {
+            self.failed(&error);
+        }
+        terminal
+    }
+
+    /// Applies a snapshot read from Redis. Returns true when it is terminal.
+    fn apply(&mut self, bytes: Vec<u8>) -> bool {
+        if self.last_read.as_ref() == Some(&bytes) {
+            return false;
+        }
+        let Some(state) = wire::decode::<T>(&bytes) else {
+            return false;
+        };
+        let terminal = wire::is_terminal(&state);
+        // The holder's own snapshot only echoes what it published; a terminal one
+        // written by anyone ends the watch everywhere.
+        if self.mode != Mode::Holder || terminal {
+            self.out.send_replace(state);
+        }
+        self.last_read = Some(bytes);
+        terminal
+    }
+
+    /// A Redis call failed: after two in a row (or at once when Redis is known to be
+    /// down) this replica polls for itself.
+    fn failed(&mut self, error: &redis::RedisError) {
+        self.failures += 1;
+        if self.mode == Mode::Fallback || (self.failures < 2 && self.hub.redis.is_up()) {
+            return;
+        }
+        self.hub.redis_failed(error);
+        self.mode = Mode::Fallback;
+        if self.poller.is_none() {
+            self.start_poller();
+        }
+    }
+
+    fn start_poller(&mut self) -> bool {
+        let Some(start) = self.start.take().or_else(|| self.take_spare()) else {
+            return false;
+        };
+        let (tx, rx) = watch::channel(WatchState::Connecting);
+        let task = tokio::spawn(start(Publisher::new(tx)));
+        self.poller = Some(Poller { rx, task });
+        true
+    }
+
+    /// Stops polling and frees the lease for whoever comes next.
+    async fn resign(&mut self) {
+        self.poller = None;
+        self.mode = Mode::Follower;
+        if let Err(error) = self.hub.scripts.release(&self.hub, &self.names).await {
+            tracing::debug!(error = %self.hub.redis.describe(&error), "cannot release a lease; it lapses");
+        }
+    }
+
+    fn has_spare(&self) -> bool {
+        self.hub
+            .lock()
+            .get(&self.name)
+            .is_some_and(|local| local.spare.is_some())
+    }
+
+    fn take_spare(&self) -> Option<StartPoller<T>> {
+        let mut locals = self.hub.lock();
+        let local = locals.get_mut(&self.name)?;
+        if !local.out.same_channel(&self.out) {
+            return None;
+        }
+        local.spare.take()
+    }
+
+    /// True (and forgotten) when nobody here watches and nothing here must go on.
+    fn idle(&self) -> bool {
+        if self.mode == Mode::Holder {
+            return false;
+        }
+        // Checked under the registry's lock, which `subscribe` holds while it joins.
+        let mut locals = self.hub.lock();
+        if self.out.receiver_count() > 0 {
+            return false;
+        }
+        forget(&mut locals, &self.name, &self.out);
+        true
+    }
+
+    fn forget(&self) {
+        forget(&mut self.hub.lock(), &self.name, &self.out);
+    }
+}
+
+/// Waits for the running poller's next value; never returns without one.
+async fn changed<T>(poller: &mut Option<Poller<T>>) -> Result<(), watch::error::RecvError> {
+    match poller {
+        Some(poller) => poller.rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn forget<T>(
+    locals: &mut HashMap<String, Local<T>>,
+    name: &str,
+    out: &watch::Sender<WatchState<T>>,
+) {
+    if locals.get(name).is_some_and(|l| l.out.same_channel(out)) {
+        locals.remove(name);
+    }
+}

@@ -1,0 +1,116 @@
+//! Hints that a resource's snapshot changed: one pub/sub subscription per replica and
+//! resource, waking that resource's follower to re-read at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::shared_redis::{SharedRedis, Subscriber};
+
+type Wake = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+
+/// The channels this replica follows, each with the follower to wake.
+pub(crate) struct Hints {
+    wake: Wake,
+    /// Subscribe (true) / unsubscribe (false) requests, done in order by one task so
+    /// a follower never waits on them and a late UNSUBSCRIBE never undoes a SUBSCRIBE.
+    requests: mpsc::UnboundedSender<(String, bool)>,
+}
+
+impl Hints {
+    /// Starts listening through a subscriber of `redis` until `stop`. Hints only
+    /// hasten re-reads: without them (no subscriber, Redis away) the timer still reads.
+    pub(crate) fn start(redis: &SharedRedis, stop: CancellationToken) -> Self {
+        let wake = Wake::default();
+        let (requests, pending) = mpsc::unbounded_channel();
+        let (push, pushed) = mpsc::unbounded_channel();
+        match redis.subscriber(push) {
+            Ok(subscriber) => {
+                tokio::spawn(listen(
+                    subscriber,
+                    redis.clone(),
+                    wake.clone(),
+                    pending,
+                    pushed,
+                    stop,
+                ));
+            }
+            Err(error) => tracing::warn!(
+                error = %redis.describe(&error),
+                "cannot subscribe to watch hints; replicas re-read snapshots on a timer only"
+            ),
+        }
+        Self { wake, requests }
+    }
+
+    /// What wakes the follower of `channel`.
+    pub(crate) fn follow(&self, channel: &str) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        lock(&self.wake).insert(channel.to_string(), notify.clone());
+        let _ = self.requests.send((channel.to_string(), true));
+        notify
+    }
+
+    /// The follower of `channel` is gone.
+    pub(crate) fn unfollow(&self, channel: &str, notify: &Arc<Notify>) {
+        let mut wake = lock(&self.wake);
+        if wake.get(channel).is_some_and(|n| Arc::ptr_eq(n, notify)) {
+            wake.remove(channel);
+        }
+        let _ = self.requests.send((channel.to_string(), false));
+    }
+}
+
+async fn listen(
+    mut subscriber: Subscriber,
+    redis: SharedRedis,
+    wake: Wake,
+    mut requests: mpsc::UnboundedReceiver<(String, bool)>,
+    mut pushed: mpsc::UnboundedReceiver<PushInfo>,
+    stop: CancellationToken,
+) {
+    // Followers per channel: a new follower may start before the old one has left.
+    let mut followers: HashMap<String, usize> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            request = requests.recv() => {
+                let Some((channel, on)) = request else { return };
+                let count = followers.entry(channel.clone()).or_default();
+                let result = if on {
+                    *count += 1;
+                    if *count > 1 { continue }
+                    subscriber.subscribe(&channel).await
+                } else {
+                    *count = count.saturating_sub(1);
+                    if *count > 0 { continue }
+                    followers.remove(&channel);
+                    subscriber.unsubscribe(&channel).await
+                };
+                if let Err(error) = result {
+                    // Scrubbed: connection errors may name the URL, password included.
+                    tracing::debug!(error = %redis.describe(&error), "a hint subscription failed; the timer still re-reads");
+                }
+            }
+            push = pushed.recv() => {
+                let Some(push) = push else { return };
+                if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
+                    continue;
+                }
+                if let Some(Value::BulkString(channel)) = push.data.first()
+                    && let Ok(channel) = std::str::from_utf8(channel)
+                    && let Some(notify) = lock(&wake).get(channel)
+                {
+                    notify.notify_one();
+                }
+            }
+        }
+    }
+}
+
+fn lock(wake: &Wake) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+    wake.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
