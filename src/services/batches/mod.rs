@@ -24,7 +24,7 @@ use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
 use dedupe::SentIds;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
-use watch::is_done;
+use watch::is_settled;
 
 /// The xAI service: the shared core over an `XaiClient`.
 pub type BatchesService = ServiceCore<XaiClient>;
@@ -75,7 +75,7 @@ impl BatchService for ServiceCore<XaiClient> {
             Ok(xai.batch(&id, &ctx).await?.map(batch_to_proto))
         };
         Ok(self
-            .read_through(&ctx, kind::BATCH, &batch_id, fetch, is_done)
+            .read_through(&ctx, kind::BATCH, &batch_id, fetch, is_settled)
             .await?)
     }
 
