@@ -38,7 +38,7 @@ impl<R> Outcome<R> {
 
 /// Time a `Pending` record is given past its creator's bound before the creator counts
 /// as gone: replicas' clocks differ a little, and recording the end takes a moment.
-const PENDING_GRACE: Duration = Duration::from_secs(2);
+pub const PENDING_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs `create` at most once per `key`, the caller waiting until `deadline`.
 ///
