@@ -63,6 +63,18 @@ pub struct Wait {
     pub upstream: UpstreamId,
 }
 
+impl Wait {
+    /// `lookup`, or DEADLINE_EXCEEDED once the caller's deadline passes. Leaving early
+    /// drops only this caller's wait: a refresh runs on as its own task.
+    async fn bound<T>(&self, lookup: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout_at(self.deadline.at(), lookup)
+            .await
+            .map_err(|_| Error::DeadlineExceeded {
+                upstream: Some(self.upstream.clone()),
+            })?
+    }
+}
+
 /// Answers one Get through `cache` at `key`: `fetch` is the upstream read (with the
 /// caller's credentials) and `is_final` tells a terminal state. The response carries
 /// `x-cache` and `age`, and on a MISS the upstream's request id when this call's own
@@ -101,18 +113,16 @@ where
             })
         }
         .boxed()
+        // Shared, so that a cached entry that does not decode can still be read upstream
+        // once by this same refresh (not polled at all when the cache answered).
+        .shared()
     };
     let lookup = if auth.vouches_for(&key.tenant) {
-        cache.get_or_refresh(&rendered, refresh)
+        cache.get_or_refresh(&rendered, refresh.clone().boxed())
     } else {
-        cache.revalidate(&rendered, refresh)
+        cache.revalidate(&rendered, refresh.clone().boxed())
     };
-    // Leaving early drops only this caller's wait: the refresh runs on as its own task.
-    let lookup = tokio::time::timeout_at(wait.deadline.at(), lookup)
-        .await
-        .map_err(|_| Error::DeadlineExceeded {
-            upstream: Some(wait.upstream),
-        })??;
+    let lookup = wait.bound(lookup).await?;
     // An event on the RPC's span; the key is left out (it names the tenant and resource).
     tracing::debug!(
         cache = lookup.outcome.as_str(),
@@ -120,9 +130,22 @@ where
         age_secs = lookup.age.as_secs(),
         "status cache"
     );
-    let body = M::decode(lookup.bytes.as_ref()).map_err(|e| {
-        Error::Internal(format!("a cached {} entry does not decode: {e}", key.kind))
-    })?;
+    let (lookup, body) = match M::decode(lookup.bytes.as_ref()) {
+        Ok(body) => (lookup, body),
+        Err(error) => {
+            // A corrupt or foreign entry is a miss, not the caller's failure: forget it
+            // (a live answer would not replace it if it claims to be final) and read again.
+            tracing::warn!(%error, kind = key.kind, "a cached entry does not decode; reading it upstream");
+            cache.invalidate(&rendered).await;
+            let lookup = wait
+                .bound(cache.revalidate(&rendered, refresh.boxed()))
+                .await?;
+            let body = M::decode(lookup.bytes.as_ref()).map_err(|e| {
+                Error::Internal(format!("an upstream {} does not re-decode: {e}", key.kind))
+            })?;
+            (lookup, body)
+        }
+    };
     let request_id = match lookup.outcome {
         Outcome::Miss => request_id
             .lock()
@@ -245,5 +268,29 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
         assert!(!auth.vouches_for("t"));
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_does_not_decode_is_a_miss() {
+        let (cache, auth) = (cache(), AuthGate::new(Duration::from_secs(60)));
+        let key = ResourceKey::new("t", "sutro", kind::JOB, "job-1");
+        read_through(&cache, &auth, &key, job("a"), |_| false, wait())
+            .await
+            .unwrap();
+        // Not a Job: field 1 as a varint where Job has a string.
+        let garbage = Fetched {
+            bytes: bytes::Bytes::from_static(b"\x08\x01\xff"),
+            is_final: true,
+        };
+        cache.put(&key.to_string(), garbage).await;
+        let read = read_through(&cache, &auth, &key, job("b"), |_| false, wait())
+            .await
+            .expect("read upstream instead");
+        assert_eq!(header(&read, "x-cache").as_deref(), Some("MISS"));
+        assert_eq!(read.get_ref().name.as_deref(), Some("b"));
+        let hit = read_through(&cache, &auth, &key, job("c"), |_| false, wait())
+            .await
+            .unwrap();
+        assert_eq!(hit.get_ref().name.as_deref(), Some("b"));
     }
 }
