@@ -336,6 +336,18 @@ impl Config {
             layer.redis_cluster_nodes.as_deref(),
         )
         .map_err(ConfigError)?;
+        let upstream_timeout = ms(layer.upstream_timeout_ms.unwrap_or(30_000));
+        let idempotency_ttl = Duration::from_secs(layer.idempotency_ttl_secs.unwrap_or(86_400));
+        // A Pending record that expired mid-create would let a racing replica create again.
+        let create_bound = upstream_timeout + crate::idempotency::PENDING_GRACE;
+        if idempotency_ttl < create_bound {
+            return Err(ConfigError(format!(
+                "idempotency_ttl_secs ({}) must be at least upstream_timeout_ms plus {} s of grace ({} s): a keyed create may run that long, and its record must outlive it",
+                idempotency_ttl.as_secs(),
+                crate::idempotency::PENDING_GRACE.as_secs(),
+                create_bound.as_secs_f64().ceil()
+            )));
+        }
         let retry_max_attempts = layer.retry_max_attempts.unwrap_or(4);
         if retry_max_attempts == 0 {
             return Err(ConfigError("retry_max_attempts must be at least 1".into()));
@@ -356,7 +368,7 @@ impl Config {
                 .unwrap_or(20 * 1024 * 1024)
                 .max(1024),
             xai_add_chunk_requests,
-            upstream_timeout: ms(layer.upstream_timeout_ms.unwrap_or(30_000)),
+            upstream_timeout,
             retry: RetryPolicy {
                 max_attempts: retry_max_attempts,
                 base_delay: ms(layer.retry_base_delay_ms.unwrap_or(100)),
@@ -369,7 +381,7 @@ impl Config {
             max_request_bytes: layer.max_request_bytes.unwrap_or(64 * 1024 * 1024),
             max_upstream_body_bytes: layer.max_upstream_body_bytes.unwrap_or(512 * 1024 * 1024),
             results_chunk_bytes,
-            idempotency_ttl: Duration::from_secs(layer.idempotency_ttl_secs.unwrap_or(86_400)),
+            idempotency_ttl,
             drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),
             log_format: layer.log_format.unwrap_or_default(),
             otlp_endpoint: layer.otlp_endpoint.filter(|e| !e.is_empty()),
@@ -458,5 +470,22 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::resolve(both).is_err());
+    }
+
+    #[test]
+    fn idempotency_records_must_outlive_a_create() {
+        let short = ConfigLayer {
+            upstream_timeout_ms: Some(60_000),
+            idempotency_ttl_secs: Some(30),
+            ..Default::default()
+        };
+        let error = Config::resolve(short).unwrap_err();
+        assert!(error.0.contains("idempotency_ttl_secs (30)"), "{}", error.0);
+        let enough = ConfigLayer {
+            upstream_timeout_ms: Some(60_000),
+            idempotency_ttl_secs: Some(62),
+            ..Default::default()
+        };
+        assert!(Config::resolve(enough).is_ok());
     }
 }

@@ -420,6 +420,35 @@ async fn a_retried_create_with_a_request_id_makes_one_batch() {
 }
 
 #[tokio::test]
+async fn a_keyed_create_answers_with_the_created_batch_not_a_second_read() {
+    let mut app = spawn_app().await;
+    // Reads of any batch fail for a while: a keyed create must not depend on one.
+    app.sim.inject(batchgate::sim::FaultRule {
+        route: "GET /v1/batches/{batch_id}".into(),
+        times: 10,
+        fault: batchgate::sim::Fault::Status {
+            code: 503,
+            retry_after_secs: None,
+            retry_after_form: Default::default(),
+        },
+    });
+    let request = pb::CreateBatchRequest {
+        name: "answered by its create".into(),
+        request_id: "create-once-reply".into(),
+        ..Default::default()
+    };
+    let created = app
+        .batches
+        .create_batch(request)
+        .await
+        .expect("the create succeeded, so the call does");
+    let request_id = created.metadata().get("x-upstream-request-id");
+    assert!(request_id.is_some(), "{:?}", created.metadata());
+    assert!(!created.get_ref().batch_id.is_empty());
+    assert_eq!(app.sim.calls("GET /v1/batches/{batch_id}"), 0);
+}
+
+#[tokio::test]
 async fn a_changed_request_under_a_used_id_and_adds_to_a_file_batch_are_failed_preconditions() {
     let mut app = spawn_app().await;
     let batch_id = new_batch(&mut app, "ids").await;

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::{Fetched, Lookup, Outcome, TtlPolicy};
 
 /// The encoding's version byte, so a later layout can tell old entries apart.
-const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 const HEADER: usize = 1 + 1 + 8;
 
 /// A snapshot and when the upstream answered with it.
@@ -120,6 +120,34 @@ impl moka::Expiry<String, Entry> for KeepWhileUseful {
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
         Some(entry.keep_remaining(&self.0))
+    }
+}
+
+/// Stores `entry` at `key` unless that would replace a final entry with a live one, and
+/// answers the entry kept. Writes can land out of order (a slow refresh that read RUNNING
+/// after a watch poller wrote the FINAL), and a final state never goes back to a live
+/// one; an explicit invalidate removes a final entry first.
+pub(crate) async fn store_unless_final(
+    store: &moka::future::Cache<String, Entry>,
+    key: &str,
+    entry: Entry,
+) -> Entry {
+    use moka::ops::compute::{CompResult, Op};
+    let computed = store
+        .entry(key.to_string())
+        .and_compute_with(|current| {
+            let op = match current {
+                Some(current) if current.value().is_final && !entry.is_final => Op::Nop,
+                _ => Op::Put(entry.clone()),
+            };
+            std::future::ready(op)
+        })
+        .await;
+    match computed {
+        CompResult::Inserted(kept)
+        | CompResult::ReplacedWith(kept)
+        | CompResult::Unchanged(kept) => kept.into_value(),
+        CompResult::StillNone(_) | CompResult::Removed(_) => entry,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::entry::{Entry, Freshness, local_store};
+use super::entry::{Entry, Freshness, local_store, store_unless_final};
 use super::flight::{Filled, Flights};
 use super::{Fetched, Lookup, Outcome, Refresh, StatusCache, TtlPolicy};
 use crate::error::Result;
@@ -50,8 +50,8 @@ impl MemoryCache {
         let owned_key = key.to_string();
         self.flights.join(key, move || {
             async move {
-                let entry = Entry::fetched_now(refresh.await?);
-                entries.insert(owned_key, entry.clone()).await;
+                let fetched = Entry::fetched_now(refresh.await?);
+                let entry = store_unless_final(&entries, &owned_key, fetched).await;
                 Ok(Filled {
                     entry,
                     from_cache: false,
@@ -82,9 +82,7 @@ impl StatusCache for MemoryCache {
 
     fn put<'a>(&'a self, key: &'a str, fetched: Fetched) -> BoxFuture<'a, ()> {
         async move {
-            self.entries
-                .insert(key.to_string(), Entry::fetched_now(fetched))
-                .await;
+            store_unless_final(&self.entries, key, Entry::fetched_now(fetched)).await;
         }
         .boxed()
     }
@@ -237,11 +235,28 @@ mod tests {
             (Outcome::Miss, &b"again"[..])
         );
 
-        let seen = Fetched {
+        // A live state read before the final one was written never replaces it...
+        let late = cache
+            .revalidate("job", counted(&calls, "running", false))
+            .await
+            .unwrap();
+        assert_eq!((late.bytes.as_ref(), late.is_final), (&b"again"[..], true));
+        let seen = || Fetched {
             bytes: Bytes::from_static(b"watched"),
             is_final: false,
         };
-        cache.put("job", seen).await;
+        cache.put("job", seen()).await;
+        let kept = cache
+            .get_or_refresh("job", counted(&calls, "x", true))
+            .await
+            .unwrap();
+        assert_eq!(
+            (kept.outcome, kept.bytes.as_ref()),
+            (Outcome::Hit, &b"again"[..])
+        );
+        // ...but after an invalidate, anything goes.
+        cache.invalidate("job").await;
+        cache.put("job", seen()).await;
         let hit = cache
             .get_or_refresh("job", counted(&calls, "x", true))
             .await
@@ -250,7 +265,7 @@ mod tests {
             (hit.outcome, hit.bytes.as_ref()),
             (Outcome::Hit, &b"watched"[..])
         );
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]

@@ -130,9 +130,11 @@ pub trait StatusCache: Send + Sync + 'static {
     /// Stores what was just read upstream (watch pollers write what they see).
     fn put<'a>(&'a self, key: &'a str, fetched: Fetched) -> BoxFuture<'a, ()>;
 
-    /// Forgets `key` (a cancel changes the state, so the next lookup refreshes). A
-    /// refresh already in flight may still store what it read before; other replicas'
-    /// L1 copies live out their freshness. Both are bounded by the live TTL.
+    /// Forgets `key` (a cancel changes the state, so the next lookup refreshes). Other
+    /// replicas' L1 copies live out their freshness: the live TTL for a live entry, the
+    /// final TTL for a final one, which is why callers mark an entry final only when
+    /// its resource can never change again. A refresh already in flight may still store
+    /// the live state it read before; that too is bounded by the live TTL.
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
 }
 

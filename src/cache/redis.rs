@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::entry::{Entry, Freshness, local_store};
+use super::entry::{Entry, Freshness, VERSION, local_store, store_unless_final};
 use super::flight::{Filled, Flight, Flights};
 use super::{Fetched, Lookup, Outcome, Refresh, StatusCache, TtlPolicy};
 use crate::error::Result;
@@ -18,6 +18,13 @@ const LOCK_POLL: Duration = Duration::from_millis(20);
 
 /// Deletes the refresh lock only if it is still ours (it may have lapsed and been retaken).
 const RELEASE_LOCK: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+/// Sets KEYS[1] to ARGV[1] for ARGV[2] ms, unless that would replace a final entry (our
+/// encoding, version ARGV[4]: byte 2 is 1) with a live one (ARGV[3] is 0); then answers
+/// the final entry kept. Writes land out of order; a final state never goes back.
+const SET_UNLESS_FINAL: &str = "local cur = redis.call('get', KEYS[1]) \
+if cur and ARGV[3] == '0' and string.len(cur) >= 2 and string.byte(cur, 1) == tonumber(ARGV[4]) and string.byte(cur, 2) == 1 then return cur end \
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return false";
 
 /// The Redis backend of [`StatusCache`]. Redis trouble never fails a lookup: without
 /// Redis it behaves as the in-process cache (refreshes still coalesced on this replica).
@@ -118,18 +125,25 @@ impl Shared {
         entry
     }
 
-    /// Stores `entry` in L1 and Redis (Redis only while it is worth keeping).
-    async fn store(&self, key: &str, entry: &Entry) {
-        self.l1.insert(key.to_string(), entry.clone()).await;
+    /// Stores `entry` in Redis (while it is worth keeping) and L1, unless either holds a
+    /// final entry and `entry` is live; answers the entry kept.
+    async fn store(&self, key: &str, entry: Entry) -> Entry {
         let keep_ms = entry.keep_remaining(&self.policy).as_millis().max(1);
-        let set = redis::cmd("SET")
+        let set = redis::cmd("EVAL")
+            .arg(SET_UNLESS_FINAL)
+            .arg(1)
             .arg(key)
             .arg(entry.encode().as_ref())
-            .arg("PX")
             .arg(u64::try_from(keep_ms).unwrap_or(u64::MAX))
+            .arg(u8::from(entry.is_final))
+            .arg(VERSION)
             .to_owned();
         // A lost write costs another replica one refresh, nothing more.
-        let _ = self.redis.query::<()>(&set).await;
+        let kept = match self.redis.query::<Option<Vec<u8>>>(&set).await {
+            Ok(Some(final_entry)) => Entry::decode(&final_entry).unwrap_or(entry),
+            Ok(None) | Err(_) => entry,
+        };
+        store_unless_final(&self.l1, key, kept).await
     }
 
     /// One flight: the entry another replica just wrote, or this replica's refresh if it
@@ -182,7 +196,7 @@ impl Shared {
             }
         };
         // The lock is left to lapse: the fresh entry now answers everyone until then.
-        self.store(&key, &entry).await;
+        let entry = self.store(&key, entry).await;
         Ok(Filled {
             entry,
             from_cache: false,
@@ -236,8 +250,8 @@ impl StatusCache for RedisCache {
         let owned_key = key.to_string();
         let flight = self.revalidations.join(key, move || {
             async move {
-                let entry = Entry::fetched_now(refresh.await?);
-                shared.store(&owned_key, &entry).await;
+                let fetched = Entry::fetched_now(refresh.await?);
+                let entry = shared.store(&owned_key, fetched).await;
                 Ok(Filled {
                     entry,
                     from_cache: false,
@@ -250,7 +264,7 @@ impl StatusCache for RedisCache {
 
     fn put<'a>(&'a self, key: &'a str, fetched: Fetched) -> BoxFuture<'a, ()> {
         async move {
-            self.shared.store(key, &Entry::fetched_now(fetched)).await;
+            self.shared.store(key, Entry::fetched_now(fetched)).await;
         }
         .boxed()
     }

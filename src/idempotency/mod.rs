@@ -6,7 +6,7 @@ mod once;
 mod redis;
 
 pub use memory::MemoryIdempotency;
-pub use once::{Outcome, create_once};
+pub use once::{Outcome, PENDING_GRACE, create_once};
 pub use redis::RedisIdempotency;
 
 use std::sync::Arc;
@@ -86,7 +86,8 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 /// The idempotency store `config` asks for: on `redis` when there is one (shared by
 /// every replica, failing closed while Redis is away), else in this process.
 pub fn store(config: &Config, redis: Option<&SharedRedis>) -> Arc<dyn IdempotencyStore> {
-    // One entry per keyed create within the TTL: this bounds memory, not correctness.
+    // One entry per keyed create within the TTL. This bounds correctness too: a record
+    // evicted for room lets a retry of its request_id create again (README, Configuration).
     const MAX_ENTRIES: u64 = 1_000_000;
     match redis {
         Some(redis) => Arc::new(RedisIdempotency::new(redis.clone(), config.idempotency_ttl)),

@@ -38,12 +38,13 @@ impl<R> Outcome<R> {
 
 /// Time a `Pending` record is given past its creator's bound before the creator counts
 /// as gone: replicas' clocks differ a little, and recording the end takes a moment.
-const PENDING_GRACE: Duration = Duration::from_secs(2);
+pub const PENDING_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs `create` at most once per `key`, the caller waiting until `deadline`.
 ///
-/// The create runs on its own task, bounded by its own context (`create_bound`, not
-/// the caller's deadline), so a caller that gives up cannot cancel it and a retry
+/// Claim, create and record run as one task, the create bounded by its own context
+/// (`create_bound`, not the caller's deadline), so a caller that gives up, even
+/// mid-claim, cannot cut a claim off from its create or release, and a retry
 /// learns how it ended: `Created` is replayed; a create that certainly did not happen
 /// frees the key for a retry; one whose outcome is unknown, or whose creator never
 /// reported, is FAILED_PRECONDITION "may exist" from then on, never a second create.
@@ -84,7 +85,7 @@ where
     R: Send + 'static,
     Fut: Future<Output = Result<(String, R)>> + Send + 'static,
 {
-    let mut create = Some(create);
+    let mut create = create;
     loop {
         let pending = Entry {
             fingerprint: fingerprint.clone(),
@@ -92,30 +93,23 @@ where
                 until_ms: unix_ms().saturating_add(millis(create_bound)),
             },
         };
-        let claimed = match store.claim(&key, &pending).await {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                // Fail closed: without the store, once-only cannot be promised, so the
-                // create does not run. The claim may have landed with its answer lost;
-                // take back exactly ours, or its request_id reads "may exist" for a day.
-                let (store, key) = (store.clone(), key.clone());
-                tokio::spawn(async move { store.release(&key, &pending).await });
-                return Err(error);
-            }
-        };
-        let existing = match claimed {
-            Claim::Existing(entry) => entry,
-            Claim::Claimed => {
-                // Only a key that was released is claimed again, and a release means
-                // the create certainly did not run; ours is still here.
-                let create = create
-                    .take()
-                    .ok_or_else(|| Error::Internal("a keyed create was claimed twice".into()))?;
-                let task = tokio::spawn(run_and_record(store.clone(), key, pending, create));
-                let (id, reply) = task
-                    .await
-                    .map_err(|e| Error::Internal(format!("the create task failed: {e}")))??;
-                return Ok(Outcome::Created { id, reply });
+        // Claim, create and settle run as one detached task that this caller only
+        // awaits: a caller cut off by its deadline anywhere in between (even after the
+        // claim reached the store) never leaves a claim without its create or release.
+        let attempt = tokio::spawn(claim_then_create(
+            store.clone(),
+            key.clone(),
+            pending,
+            create,
+        ));
+        let existing = match attempt
+            .await
+            .map_err(|e| Error::Internal(format!("the create task failed: {e}")))??
+        {
+            Attempt::Created((id, reply)) => return Ok(Outcome::Created { id, reply }),
+            Attempt::Existing(entry, unused) => {
+                create = unused;
+                entry
             }
         };
         if existing.fingerprint != fingerprint {
@@ -136,6 +130,60 @@ where
                 tokio::time::timeout(left, store.wait_settled(&key))
                     .await
                     .map_err(|_| may_exist("never said how it ended"))??;
+            }
+        }
+    }
+}
+
+/// What one claim led to: this caller's create ran (and how it ended), or the key held
+/// another's entry, and the create, not run, comes back for the next attempt.
+enum Attempt<R, Fut> {
+    Created((String, R)),
+    Existing(Entry, Fut),
+}
+
+/// Claims `key` with `pending`; if claimed, runs `create` and records how it ended.
+async fn claim_then_create<R, Fut>(
+    store: Arc<dyn IdempotencyStore>,
+    key: ResourceKey,
+    pending: Entry,
+    create: Fut,
+) -> Result<Attempt<R, Fut>>
+where
+    Fut: Future<Output = Result<(String, R)>>,
+{
+    match store.claim(&key, &pending).await {
+        // Only a key that was released is claimed again, and a release means the
+        // create certainly did not run; ours is still here.
+        Ok(Claim::Claimed) => Ok(Attempt::Created(
+            run_and_record(store, key, pending, create).await?,
+        )),
+        Ok(Claim::Existing(entry)) => Ok(Attempt::Existing(entry, create)),
+        Err(error) => {
+            // Fail closed: without the store, once-only cannot be promised, so the
+            // create does not run. The claim may have landed with its answer lost;
+            // take back exactly ours, or its request_id reads "may exist" for a day.
+            tokio::spawn(release(store, key, pending));
+            Err(error)
+        }
+    }
+}
+
+/// Releases `claimed`, retrying a few times with backoff: a claim left behind reads
+/// "may exist" until it expires.
+async fn release(store: Arc<dyn IdempotencyStore>, key: ResourceKey, claimed: Entry) -> Result<()> {
+    const ATTEMPTS: u32 = 4;
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match store.release(&key, &claimed).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt >= ATTEMPTS => return Err(error),
+            Err(error) => {
+                tracing::debug!(%error, %key, attempt, "could not release a keyed create's claim; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
             }
         }
     }
@@ -166,7 +214,7 @@ where
             };
             store.settle(&key, &claimed, &settled).await
         }
-        None => store.release(&key, &claimed).await,
+        None => release(store.clone(), key.clone(), claimed.clone()).await,
     };
     if let Err(error) = recorded {
         // The key stays Pending, which turns into "may exist": never a second create.
@@ -326,6 +374,49 @@ mod tests {
         // The caller gives up long before the 50 ms create is done.
         let left = tokio::time::timeout(Duration::from_millis(5), leaving).await;
         assert!(left.is_err());
+        let retry = once(&store, "fp", creates.making("job-2")).await.unwrap();
+        assert_eq!(retry, Outcome::Replayed { id: "job-1".into() });
+        assert_eq!(creates.count(), 1);
+    }
+
+    /// A store whose claims reach it, then take a while to answer (a slow Redis).
+    struct SlowClaims(Arc<dyn IdempotencyStore>);
+
+    #[tonic::async_trait]
+    impl IdempotencyStore for SlowClaims {
+        async fn claim(&self, key: &ResourceKey, entry: &Entry) -> Result<Claim> {
+            let claimed = self.0.claim(key, entry).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            claimed
+        }
+        async fn settle(&self, key: &ResourceKey, claimed: &Entry, settled: &Entry) -> Result<()> {
+            self.0.settle(key, claimed, settled).await
+        }
+        async fn release(&self, key: &ResourceKey, claimed: &Entry) -> Result<()> {
+            self.0.release(key, claimed).await
+        }
+        async fn wait_settled(&self, key: &ResourceKey) -> Result<()> {
+            self.0.wait_settled(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_cut_off_mid_claim_still_gets_its_claim_created() {
+        let store: Arc<dyn IdempotencyStore> = Arc::new(SlowClaims(store()));
+        let creates = Creates::default();
+        let hasty = create_once(
+            &store,
+            key(),
+            "fp".into(),
+            Deadline::after(Duration::from_millis(30)),
+            Duration::from_secs(5),
+            &upstream(),
+            creates.making("job-1"),
+        )
+        .await;
+        assert_eq!(hasty.unwrap_err().code(), tonic::Code::DeadlineExceeded);
+        // The claim landed before the deadline fired; its create runs all the same.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let retry = once(&store, "fp", creates.making("job-2")).await.unwrap();
         assert_eq!(retry, Outcome::Replayed { id: "job-1".into() });
         assert_eq!(creates.count(), 1);

@@ -20,7 +20,7 @@ use crate::progress::{
     EventKind, ProgressHub, Publisher, WatchTiming, first_state, watcher_stream,
 };
 use crate::records::{JobRecord, RecordStore};
-use crate::services::read_through::{AuthGate, CacheWriter, read_through};
+use crate::services::read_through::{AuthGate, CacheWriter, Wait, read_through};
 use crate::tenant::Secret;
 use crate::upstream::reply::Reply;
 
@@ -206,13 +206,22 @@ impl<P: Provider> ServiceCore<P> {
         F: FnOnce(P, CallContext) -> Fut,
         Fut: Future<Output = Result<Reply<M>>> + Send + 'static,
     {
-        let fetch = fetch(self.client.clone(), ctx.clone());
+        // A refresh is shared by every concurrent caller of the key and outlives the one
+        // that started it: it gets the upstream bound, not that caller's deadline (as a
+        // keyed create does); each caller bounds its own wait by its own deadline.
+        let refresh_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
+        let fetch = fetch(self.client.clone(), refresh_ctx);
+        let wait = Wait {
+            deadline: ctx.deadline,
+            upstream: self.client.upstream().clone(),
+        };
         read_through(
             &self.cache,
             &self.auth,
             &self.key(ctx, kind, id),
             fetch,
             is_final,
+            wait,
         )
         .await
     }

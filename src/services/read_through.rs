@@ -10,7 +10,8 @@ use prost::Message;
 use tonic::{Code, Response};
 
 use crate::cache::{Fetched, Outcome, StatusCache};
-use crate::error::{Error, Result};
+use crate::deadline::Deadline;
+use crate::error::{Error, Result, UpstreamId};
 use crate::keys::ResourceKey;
 use crate::upstream::reply::Reply;
 
@@ -52,6 +53,28 @@ impl AuthGate {
     }
 }
 
+/// How long one caller waits for a lookup: until its own deadline, whatever the deadline
+/// of the (shared) refresh it may be waiting for.
+#[derive(Debug, Clone)]
+pub struct Wait {
+    /// The caller's deadline.
+    pub deadline: Deadline,
+    /// The upstream named in the DEADLINE_EXCEEDED the caller gets past it.
+    pub upstream: UpstreamId,
+}
+
+impl Wait {
+    /// `lookup`, or DEADLINE_EXCEEDED once the caller's deadline passes. Leaving early
+    /// drops only this caller's wait: a refresh runs on as its own task.
+    async fn bound<T>(&self, lookup: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout_at(self.deadline.at(), lookup)
+            .await
+            .map_err(|_| Error::DeadlineExceeded {
+                upstream: Some(self.upstream.clone()),
+            })?
+    }
+}
+
 /// Answers one Get through `cache` at `key`: `fetch` is the upstream read (with the
 /// caller's credentials) and `is_final` tells a terminal state. The response carries
 /// `x-cache` and `age`, and on a MISS the upstream's request id when this call's own
@@ -62,6 +85,7 @@ pub async fn read_through<M, Fut>(
     key: &ResourceKey,
     fetch: Fut,
     is_final: fn(&M) -> bool,
+    wait: Wait,
 ) -> Result<Response<M>>
 where
     M: Message + Default + 'static,
@@ -89,12 +113,16 @@ where
             })
         }
         .boxed()
+        // Shared, so that a cached entry that does not decode can still be read upstream
+        // once by this same refresh (not polled at all when the cache answered).
+        .shared()
     };
     let lookup = if auth.vouches_for(&key.tenant) {
-        cache.get_or_refresh(&rendered, refresh).await?
+        cache.get_or_refresh(&rendered, refresh.clone().boxed())
     } else {
-        cache.revalidate(&rendered, refresh).await?
+        cache.revalidate(&rendered, refresh.clone().boxed())
     };
+    let lookup = wait.bound(lookup).await?;
     // An event on the RPC's span; the key is left out (it names the tenant and resource).
     tracing::debug!(
         cache = lookup.outcome.as_str(),
@@ -102,9 +130,22 @@ where
         age_secs = lookup.age.as_secs(),
         "status cache"
     );
-    let body = M::decode(lookup.bytes.as_ref()).map_err(|e| {
-        Error::Internal(format!("a cached {} entry does not decode: {e}", key.kind))
-    })?;
+    let (lookup, body) = match M::decode(lookup.bytes.as_ref()) {
+        Ok(body) => (lookup, body),
+        Err(error) => {
+            // A corrupt or foreign entry is a miss, not the caller's failure: forget it
+            // (a live answer would not replace it if it claims to be final) and read again.
+            tracing::warn!(%error, kind = key.kind, "a cached entry does not decode; reading it upstream");
+            cache.invalidate(&rendered).await;
+            let lookup = wait
+                .bound(cache.revalidate(&rendered, refresh.boxed()))
+                .await?;
+            let body = M::decode(lookup.bytes.as_ref()).map_err(|e| {
+                Error::Internal(format!("an upstream {} does not re-decode: {e}", key.kind))
+            })?;
+            (lookup, body)
+        }
+    };
     let request_id = match lookup.outcome {
         Outcome::Miss => request_id
             .lock()
@@ -175,6 +216,16 @@ mod tests {
         }))
     }
 
+    fn wait() -> Wait {
+        Wait {
+            deadline: Deadline::after(Duration::from_secs(5)),
+            upstream: UpstreamId {
+                provider: "sutro",
+                host: "h".into(),
+            },
+        }
+    }
+
     fn header<T>(response: &Response<T>, name: &str) -> Option<String> {
         let value = response.metadata().get(name)?;
         value.to_str().ok().map(str::to_owned)
@@ -184,7 +235,7 @@ mod tests {
     async fn only_vouched_for_tenants_are_answered_from_the_cache() {
         let (cache, auth) = (cache(), AuthGate::new(Duration::from_secs(60)));
         let key = ResourceKey::new("t", "sutro", kind::JOB, "job-1");
-        let miss = read_through(&cache, &auth, &key, job("a"), |_| false)
+        let miss = read_through(&cache, &auth, &key, job("a"), |_| false, wait())
             .await
             .unwrap();
         assert_eq!(header(&miss, "x-cache").as_deref(), Some("MISS"));
@@ -192,7 +243,7 @@ mod tests {
             header(&miss, "x-upstream-request-id").as_deref(),
             Some("req-a")
         );
-        let hit = read_through(&cache, &auth, &key, job("b"), |_| false)
+        let hit = read_through(&cache, &auth, &key, job("b"), |_| false, wait())
             .await
             .unwrap();
         assert_eq!(header(&hit, "x-cache").as_deref(), Some("HIT"));
@@ -202,7 +253,7 @@ mod tests {
 
         // Another replica's auth gate (or this one's, once its TTL passed) knows nobody.
         let forgetful = AuthGate::new(Duration::from_secs(60));
-        let checked = read_through(&cache, &forgetful, &key, job("c"), |_| false)
+        let checked = read_through(&cache, &forgetful, &key, job("c"), |_| false, wait())
             .await
             .unwrap();
         assert_eq!(header(&checked, "x-cache").as_deref(), Some("MISS"));
@@ -212,10 +263,34 @@ mod tests {
         // A key refused on any read loses its standing at once, not when the TTL runs out.
         let other = ResourceKey::new("t", "sutro", kind::JOB, "job-2");
         let refused = std::future::ready(Err(Error::Unauthenticated("revoked".into())));
-        let err = read_through::<Job, _>(&cache, &auth, &other, refused, |_| false)
+        let err = read_through::<Job, _>(&cache, &auth, &other, refused, |_| false, wait())
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
         assert!(!auth.vouches_for("t"));
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_does_not_decode_is_a_miss() {
+        let (cache, auth) = (cache(), AuthGate::new(Duration::from_secs(60)));
+        let key = ResourceKey::new("t", "sutro", kind::JOB, "job-1");
+        read_through(&cache, &auth, &key, job("a"), |_| false, wait())
+            .await
+            .unwrap();
+        // Not a Job: field 1 as a varint where Job has a string.
+        let garbage = Fetched {
+            bytes: bytes::Bytes::from_static(b"\x08\x01\xff"),
+            is_final: true,
+        };
+        cache.put(&key.to_string(), garbage).await;
+        let read = read_through(&cache, &auth, &key, job("b"), |_| false, wait())
+            .await
+            .expect("read upstream instead");
+        assert_eq!(header(&read, "x-cache").as_deref(), Some("MISS"));
+        assert_eq!(read.get_ref().name.as_deref(), Some("b"));
+        let hit = read_through(&cache, &auth, &key, job("c"), |_| false, wait())
+            .await
+            .unwrap();
+        assert_eq!(hit.get_ref().name.as_deref(), Some("b"));
     }
 }

@@ -109,15 +109,25 @@ impl RedisTarget {
         }
     }
 
-    /// Every password in the target, for scrubbing.
+    /// Every password in the target, for scrubbing: each as written in its URL and,
+    /// when that differs, percent-decoded, since the client sends (and its errors may
+    /// echo) the decoded form.
     pub fn passwords(&self) -> Vec<String> {
         let urls: &[RedisUrl] = match self {
             RedisTarget::Single(url) => std::slice::from_ref(url),
             RedisTarget::Cluster(nodes) => nodes,
         };
-        urls.iter()
-            .filter_map(|u| u.password().map(str::to_string))
-            .collect()
+        let mut passwords = Vec::new();
+        for password in urls.iter().filter_map(RedisUrl::password) {
+            let decoded = percent_decode(password);
+            if !decoded.is_empty() && decoded != password {
+                passwords.push(decoded);
+            }
+            passwords.push(password.to_string());
+        }
+        // Longest first, so a password that contains another is replaced whole.
+        passwords.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        passwords
     }
 
     /// `text` with every password of the target replaced by `***`.
@@ -126,6 +136,31 @@ impl RedisTarget {
             .iter()
             .fold(text.to_string(), |t, p| t.replace(p.as_str(), "***"))
     }
+}
+
+/// `raw` with each `%XX` escape decoded (a malformed escape is kept as written).
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -141,6 +176,18 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("rediss://app:***@cache:6380/1"), "{shown}");
         assert_eq!(target.scrub("auth hunter2 failed"), "auth *** failed");
+    }
+
+    #[test]
+    fn encoded_passwords_are_scrubbed_in_both_forms() {
+        let target = RedisTarget::from_settings(Some("redis://:p%40ss%2Fw0rd@cache:6379"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            target.scrub("auth p@ss/w0rd failed; url had p%40ss%2Fw0rd"),
+            "auth *** failed; url had ***"
+        );
+        assert_eq!(percent_decode("a%2"), "a%2", "a cut escape is kept");
     }
 
     #[test]

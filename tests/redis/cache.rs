@@ -240,7 +240,7 @@ async fn invalidate_drops_the_entry_here_and_in_redis() {
             KEY,
             Fetched {
                 bytes: Bytes::from_static(b"watched"),
-                is_final: false,
+                is_final: true,
             },
         )
         .await;
@@ -257,6 +257,57 @@ async fn invalidate_drops_the_entry_here_and_in_redis() {
         (Outcome::Hit, &b"watched"[..])
     );
     assert_eq!(upstream.calls(), 2);
+}
+
+/// A slow refresh that read a live state lands after a poller wrote the final one: the
+/// final entry stays, in Redis and in both replicas, until an explicit invalidate.
+#[tokio::test]
+async fn a_late_live_write_never_replaces_a_final_entry() {
+    let server = RedisServer::start();
+    let (poller, reader) = (
+        replica(&target(&server.url())),
+        replica(&target(&server.url())),
+    );
+    let upstream = Upstream::default();
+    let live = |body: &'static str| Fetched {
+        bytes: Bytes::from_static(body.as_bytes()),
+        is_final: false,
+    };
+    poller
+        .put(
+            KEY,
+            Fetched {
+                bytes: Bytes::from_static(b"final"),
+                is_final: true,
+            },
+        )
+        .await;
+    // The reader's revalidation read RUNNING before the FINAL was written.
+    let late = reader
+        .revalidate(KEY, upstream.read("running", false))
+        .await
+        .unwrap();
+    assert_eq!((late.bytes.as_ref(), late.is_final), (&b"final"[..], true));
+    poller.put(KEY, live("late poll")).await;
+    for cache in [&poller, &reader, &replica(&target(&server.url()))] {
+        let seen = cache
+            .get_or_refresh(KEY, upstream.read("x", false))
+            .await
+            .unwrap();
+        assert_eq!(
+            (seen.outcome, seen.bytes.as_ref()),
+            (Outcome::Hit, &b"final"[..])
+        );
+    }
+    poller.invalidate(KEY).await;
+    poller.put(KEY, live("revived")).await;
+    let fresh = replica(&target(&server.url()));
+    let seen = fresh
+        .get_or_refresh(KEY, upstream.read("x", false))
+        .await
+        .unwrap();
+    assert_eq!(seen.bytes.as_ref(), &b"revived"[..]);
+    assert_eq!(upstream.calls(), 1);
 }
 
 /// Two replicas on one Redis: the second HITs the first's entry; a cold key looked up

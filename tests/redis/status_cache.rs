@@ -277,3 +277,39 @@ async fn clients_polling_a_running_job_read_it_upstream_once_per_live_ttl() {
         "{reads} upstream reads, at most {bound} expected"
     );
 }
+
+/// A refresh shared by several callers runs on the upstream bound, not on the deadline of
+/// the caller that started it: a caller with a tiny deadline gives up alone, and one with
+/// a long deadline that joined its refresh still gets the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_deadline_fails_only_its_own_caller_not_those_sharing_its_refresh() {
+    let mut app = app_on(None, 1_000, queued()).await;
+    let job_id = create_job(&mut app, vec!["a".into()]).await;
+    app.sim.inject(batchgate::sim::FaultRule {
+        route: JOB_ROUTE.into(),
+        times: 1,
+        fault: batchgate::sim::Fault::Delay(Duration::from_millis(600)),
+    });
+    let request = |timeout_ms| {
+        let mut request = tonic::Request::new(pb::GetJobRequest {
+            job_id: job_id.clone(),
+        });
+        request.set_timeout(Duration::from_millis(timeout_ms));
+        request
+    };
+    let (mut hasty, mut patient) = (app.jobs.clone(), app.jobs.clone());
+    let hasty = hasty.get_job(request(100));
+    let patient = async {
+        // Joins the refresh the hasty caller started.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        patient.get_job(request(10_000)).await
+    };
+    let (hasty, patient) = tokio::join!(hasty, patient);
+    assert_eq!(
+        hasty.expect_err("past its deadline").code(),
+        tonic::Code::DeadlineExceeded
+    );
+    let patient = patient.expect("its own deadline is far off");
+    assert_eq!(patient.get_ref().job_id, job_id);
+    assert_eq!(app.sim.calls(JOB_ROUTE), 1, "one shared upstream read");
+}

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::context::CallContext;
 use crate::error::{Error, Result};
+use crate::idempotency::Outcome;
 use crate::keys::kind;
 use crate::proto::xai::v1::{self as pb, batch_service_server::BatchService};
 use crate::services::chunking::{chunk_by, repeated_field_size, within_message_limit};
@@ -24,10 +25,22 @@ use crate::upstream::xai::XaiClient;
 use crate::upstream::xai_models::next_token;
 use dedupe::SentIds;
 use translate::{batch_to_proto, metadata_to_proto, parse_state, result_to_proto};
-use watch::is_done;
+use watch::is_settled;
 
 /// The xAI service: the shared core over an `XaiClient`.
 pub type BatchesService = ServiceCore<XaiClient>;
+
+impl ServiceCore<XaiClient> {
+    /// Batch `batch_id`, read through the status cache.
+    async fn cached_batch(&self, ctx: &CallContext, batch_id: &str) -> Result<Response<pb::Batch>> {
+        let id = batch_id.to_owned();
+        let fetch = |xai: XaiClient, ctx: CallContext| async move {
+            Ok(xai.batch(&id, &ctx).await?.map(batch_to_proto))
+        };
+        self.read_through(ctx, kind::BATCH, batch_id, fetch, is_settled)
+            .await
+    }
+}
 
 #[tonic::async_trait]
 impl BatchService for ServiceCore<XaiClient> {
@@ -55,12 +68,16 @@ impl BatchService for ServiceCore<XaiClient> {
                 let reply = xai
                     .create_batch(&request.name, request.input_file_id.as_deref(), &ctx)
                     .await?;
-                Ok((reply.body.batch_id, ()))
+                Ok((reply.body.batch_id.clone(), reply))
             })
             .await?;
-        // Answer with the batch as it is now, whether just created or replayed.
-        let reply = self.client.batch(outcome.id(), &ctx).await?;
-        Ok(reply.map(batch_to_proto).into_response())
+        match outcome {
+            // The create's own answer, with its upstream request id: no second read that
+            // could fail (or run out of the caller's deadline) after the batch exists.
+            Outcome::Created { reply, .. } => Ok(reply.map(batch_to_proto).into_response()),
+            // An earlier call made it: answer with the batch as it is now.
+            Outcome::Replayed { id } => Ok(self.cached_batch(&ctx, &id).await?),
+        }
     }
 
     async fn get_batch(
@@ -70,13 +87,7 @@ impl BatchService for ServiceCore<XaiClient> {
         let ctx = self.context(&request)?;
         let batch_id = request.into_inner().batch_id;
         validate::batch_id(&batch_id)?;
-        let id = batch_id.clone();
-        let fetch = |xai: XaiClient, ctx: CallContext| async move {
-            Ok(xai.batch(&id, &ctx).await?.map(batch_to_proto))
-        };
-        Ok(self
-            .read_through(&ctx, kind::BATCH, &batch_id, fetch, is_done)
-            .await?)
+        Ok(self.cached_batch(&ctx, &batch_id).await?)
     }
 
     async fn list_batches(

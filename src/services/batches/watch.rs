@@ -47,9 +47,19 @@ pub fn done_reason(batch: &Batch, now: &prost_types::Timestamp) -> DoneReason {
     }
 }
 
-/// Whether `batch` is done now: the status cache keeps it long from then on.
+/// Whether `batch` is done now: its watchers get their final message.
 pub fn is_done(batch: &Batch) -> bool {
     done_reason(batch, &now_timestamp()) != DoneReason::Unspecified
+}
+
+/// Whether `batch` can never change again, so the status cache may keep it as final. A
+/// completed batch is done but not settled: adding requests makes it live again, and
+/// other replicas' L1 copies of a final entry would not hear of it for the final TTL.
+pub fn is_settled(batch: &Batch) -> bool {
+    matches!(
+        done_reason(batch, &now_timestamp()),
+        DoneReason::Expired | DoneReason::Cancelled
+    )
 }
 
 /// xAI batches are watched by reading the batch until it is done.
@@ -81,7 +91,7 @@ impl Provider for XaiClient {
                 Ok(reply) => {
                     let batch = batch_to_proto(reply.body);
                     let done = is_done(&batch);
-                    cache.put(kind::BATCH, &batch, done).await;
+                    cache.put(kind::BATCH, &batch, is_settled(&batch)).await;
                     publisher.publish(batch, done);
                     if done {
                         return;
@@ -190,5 +200,40 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(done_reason(&expired, &now), DoneReason::Expired);
+    }
+
+    #[test]
+    fn only_batches_that_cannot_change_are_cached_as_final() {
+        let state = |requests, pending| {
+            Some(BatchState {
+                num_requests: requests,
+                num_pending: pending,
+                ..Default::default()
+            })
+        };
+        let completed = Batch {
+            state: state(5, 0),
+            ..Default::default()
+        };
+        assert!(is_done(&completed));
+        assert!(!is_settled(&completed), "adding requests revives it");
+        let cancelled = Batch {
+            cancel_time: Some(ts(900)),
+            state: state(5, 0),
+            ..Default::default()
+        };
+        assert!(is_settled(&cancelled));
+        let cancelling = Batch {
+            cancel_time: Some(ts(900)),
+            state: state(5, 3),
+            ..Default::default()
+        };
+        assert!(!is_settled(&cancelling));
+        let expired = Batch {
+            expire_time: Some(ts(999)),
+            state: state(5, 3),
+            ..Default::default()
+        };
+        assert!(is_settled(&expired));
     }
 }
