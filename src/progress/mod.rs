@@ -72,16 +72,18 @@ pub enum WatchState<T> {
 }
 
 /// Starts the poller of one resource: given where to publish, the future that polls.
-pub type StartPoller<T> = Box<dyn FnOnce(Publisher<T>) -> BoxFuture<'static, ()> + Send>;
+/// `Fn`, not `FnOnce`: a replica may have to poll again and again (after each Redis
+/// outage, each dead holder) for subscribers that subscribed once.
+pub type StartPoller<T> = Arc<dyn Fn(Publisher<T>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Shares one upstream watcher per resource among all its subscribers.
 pub trait ProgressHub<T>: Send + Sync + 'static
 where
     T: prost::Message + Default + Clone + PartialEq + 'static,
 {
-    /// Subscribes to `key`. If nobody follows the resource yet, `start` is called and
-    /// the future it returns runs as the resource's poller; otherwise the running
-    /// watcher is shared and `start` is dropped. The poller stops when the last
+    /// Subscribes to `key`. If nobody follows the resource yet, `start` is kept for as
+    /// long as the resource is followed here and called whenever this replica must poll;
+    /// otherwise the running watcher is shared and `start` is dropped. The poller stops when the last
     /// subscriber leaves (or when it is done).
     fn subscribe(&self, key: &ResourceKey, start: StartPoller<T>)
     -> watch::Receiver<WatchState<T>>;

@@ -79,9 +79,6 @@ pub(super) struct Inner<T> {
 /// The local fan-out of one resource.
 pub(super) struct Local<T> {
     pub(super) out: watch::Sender<WatchState<T>>,
-    /// The latest subscriber's `start`, for a follower that must poll after its own
-    /// was used (a poller cannot be restarted from a spent `start`).
-    pub(super) spare: Option<StartPoller<T>>,
 }
 
 impl<T> RedisHub<T>
@@ -137,18 +134,11 @@ where
     ) -> watch::Receiver<WatchState<T>> {
         let name = key.to_string();
         let mut locals = self.inner.lock();
-        if let Some(local) = locals.get_mut(&name) {
-            local.spare = Some(start);
+        if let Some(local) = locals.get(&name) {
             return local.out.subscribe();
         }
         let (out, receiver) = watch::channel(WatchState::Connecting);
-        locals.insert(
-            name.clone(),
-            Local {
-                out: out.clone(),
-                spare: None,
-            },
-        );
+        locals.insert(name.clone(), Local { out: out.clone() });
         drop(locals);
         let follower = Follower::new(self.inner.clone(), name, out, start);
         tokio::spawn(follower.run());
@@ -237,7 +227,7 @@ mod tests {
                 let starts = starts.clone();
                 receivers.push(hub.subscribe(
                     &ResourceKey::new("t", "sutro", kind::WATCH, job),
-                    Box::new(move |publisher| {
+                    Arc::new(move |publisher| {
                         starts.fetch_add(1, Ordering::SeqCst);
                         Box::pin(async move {
                             publisher.publish(1, false);
@@ -277,7 +267,7 @@ mod tests {
         let hub = super::super::hub::<u64>(&Config::embedded(), None);
         let mut rx = hub.subscribe(
             &ResourceKey::new("t", "xai", kind::WATCH, "b"),
-            Box::new(|publisher| Box::pin(async move { publisher.publish(7, true) })),
+            Arc::new(|publisher| Box::pin(async move { publisher.publish(7, true) })),
         );
         rx.changed().await.unwrap();
         assert!(matches!(&*rx.borrow(), WatchState::Live { value: 7, .. }));

@@ -60,7 +60,7 @@ impl Pollers {
     /// as done (never done when `last` is `None`).
     fn start(&self, hub: usize, last: Option<u64>, every: Duration) -> StartPoller<u64> {
         let pollers = self.clone();
-        Box::new(move |publisher| {
+        Arc::new(move |publisher| {
             pollers.started.lock().unwrap().push((hub, Instant::now()));
             pollers.running.fetch_add(1, Ordering::SeqCst);
             let running = Running(pollers.running.clone());
@@ -304,7 +304,7 @@ async fn a_failure_reaches_every_replica_and_does_not_stick() {
     let starts = Arc::new(AtomicUsize::new(0));
     let failing = || -> StartPoller<u64> {
         let starts = starts.clone();
-        Box::new(move |publisher| {
+        Arc::new(move |publisher| {
             starts.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move {
                 sleep(Duration::from_millis(100)).await;
@@ -339,4 +339,89 @@ async fn a_failure_reaches_every_replica_and_does_not_stick() {
     sleep(timing().lease + Duration::from_millis(200)).await;
     failed(hubs[1].subscribe(&key("job-7"), failing())).await;
     assert_eq!(starts.load(Ordering::SeqCst), 2);
+}
+
+/// Who holds the lease of `key`, read straight from Redis.
+async fn lease_holder(redis: &SharedRedis, key: &ResourceKey) -> Option<String> {
+    redis::cmd("GET")
+        .arg(format!("{key}:lease"))
+        .query_async(&mut redis.clone())
+        .await
+        .expect("a GET")
+}
+
+/// A replica that polled for itself through an outage and then handed over to the
+/// holder must still be able to poll again: here, when the holder dies with Redis up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_fell_back_and_handed_over_takes_over_again() {
+    let mut server = RedisServer::start();
+    let target = target(&server.url());
+    let handles = [connect(&target), connect(&target)];
+    let hubs: Vec<RedisHub<u64>> = handles
+        .iter()
+        .enumerate()
+        .map(|(i, redis)| RedisHub::new(redis.clone(), timing(), format!("replica-{i}")))
+        .collect();
+    let pollers = Pollers::default();
+    // One subscriber per replica: nothing but the first `start` to poll with.
+    let mut receivers: Vec<_> = hubs
+        .iter()
+        .enumerate()
+        .map(|(i, hub)| {
+            hub.subscribe(
+                &key("job-8"),
+                pollers.start(i, None, Duration::from_millis(50)),
+            )
+        })
+        .collect();
+    for rx in &mut receivers {
+        at_least(rx, 2).await;
+    }
+    server.stop();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pollers.starts().len() < 2 {
+        assert!(Instant::now() < deadline, "the follower never fell back");
+        sleep(Duration::from_millis(20)).await;
+    }
+    server.restart();
+    for redis in &handles {
+        wait_until_up(redis).await;
+    }
+    // Rejoined: one poller again, run by whoever holds the lease.
+    let holder = loop {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(15),
+            "no handover"
+        );
+        if pollers.running.load(Ordering::SeqCst) == 1
+            && let Some(holder) = lease_holder(&handles[0], &key("job-8")).await
+        {
+            break holder;
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
+    let holder: usize = holder
+        .strip_prefix("replica-")
+        .and_then(|n| n.parse().ok())
+        .expect("a replica name");
+    let survivor = 1 - holder;
+    hubs[holder].shutdown();
+    let before = pollers.starts().len();
+    let died = Instant::now();
+    while pollers.starts().len() == before {
+        assert!(
+            died.elapsed() < timing().lease * 6,
+            "nobody took over: {:?}",
+            pollers.starts()
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pollers.starts().last().map(|s| s.0), Some(survivor));
+    let rx = &mut receivers[survivor];
+    for _ in 0..3 {
+        timeout(Duration::from_secs(2), rx.changed())
+            .await
+            .expect("progress after the takeover")
+            .expect("the survivor's watch goes on");
+    }
 }
