@@ -425,3 +425,71 @@ async fn a_replica_that_fell_back_and_handed_over_takes_over_again() {
             .expect("the survivor's watch goes on");
     }
 }
+
+/// With a re-read timer far longer than the test, each value the holder publishes
+/// reaches a follower replica's subscribers within 150 ms: hints, not the timer.
+async fn each_value_reaches_followers_by_hint(target: RedisTarget) {
+    let slow = HubTiming {
+        lease: Duration::from_secs(15),
+        reread: Duration::from_secs(5),
+        ..timing()
+    };
+    let hubs = hubs(&target, 2, slow);
+    let published: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let log = published.clone();
+    let start: StartPoller<u64> = Arc::new(move |publisher| {
+        let log = log.clone();
+        Box::pin(async move {
+            for n in 1..=10_u64 {
+                log.lock().unwrap().push(Instant::now());
+                publisher.publish(n, n == 10);
+                sleep(Duration::from_millis(300)).await;
+            }
+        })
+    });
+    let mut holder = hubs[0].subscribe(&key("job-9"), start.clone());
+    at_least(&mut holder, 1).await;
+    let mut follower = hubs[1].subscribe(&key("job-9"), start);
+    let mut seen = Vec::new();
+    loop {
+        timeout(Duration::from_secs(2), follower.changed())
+            .await
+            .expect("a value well before the 5 s re-read")
+            .expect("the watch goes on");
+        let (value, done) = match &*follower.borrow_and_update() {
+            WatchState::Live { value, done, .. } => (*value, *done),
+            _ => continue,
+        };
+        seen.push((value, Instant::now()));
+        if done {
+            break;
+        }
+    }
+    // The first read may find a value published before this replica subscribed.
+    let published = published.lock().unwrap().clone();
+    for &(value, at) in &seen[1..] {
+        let index = usize::try_from(value).unwrap() - 1;
+        let late = at.duration_since(published[index]);
+        assert!(
+            late < Duration::from_millis(150),
+            "value {value} reached the follower {late:?} after it was published: {seen:?}"
+        );
+    }
+    assert!(seen.len() >= 6, "{seen:?}");
+    assert_eq!(published.len(), 10, "one poller in the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_value_reaches_followers_by_hint_on_one_node() {
+    let server = RedisServer::start();
+    each_value_reaches_followers_by_hint(target(&server.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_value_reaches_followers_by_hint_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let target = RedisTarget::from_settings(None, Some(&cluster.nodes_setting()))
+        .unwrap()
+        .unwrap();
+    each_value_reaches_followers_by_hint(target).await;
+}
