@@ -65,6 +65,7 @@ where
         out: watch::Sender<WatchState<T>>,
         start: StartPoller<T>,
     ) -> Self {
+        hub.running.send_modify(|n| *n += 1);
         Self {
             names: Names::new(&name),
             hub,
@@ -92,6 +93,7 @@ where
         loop {
             let finished = tokio::select! {
                 () = self.hub.stop.cancelled() => return,
+                () = self.hub.leaving.cancelled() => break,
                 _ = tick.tick() => self.tick().await,
                 // The holder's own hint tells it nothing new.
                 () = hint.notified(), if self.mode != Mode::Holder => self.tick().await,
@@ -270,6 +272,12 @@ where
 
     fn forget(&self) {
         forget(&mut self.hub.lock(), &self.name, &self.out);
+    }
+}
+
+impl<T> Drop for Follower<T> {
+    fn drop(&mut self) {
+        self.hub.running.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

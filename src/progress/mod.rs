@@ -90,6 +90,25 @@ where
 
     /// How many resources this replica follows right now.
     fn active(&self) -> usize;
+
+    /// Lets go of everything this replica follows, for a graceful shutdown: its leases
+    /// and interest are released at once (not left to lapse, which would stall each
+    /// resource for a lease), its pollers stop and its subscribers see their watches
+    /// end. Bounded by about a lease when Redis does not answer. Nothing to release in
+    /// memory.
+    fn release(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Forgets `key`'s final value, if it has one, so the next subscriber polls again
+    /// instead of reading it: for a resource that can come back to life (an xAI batch
+    /// that gets more requests). A value still live is kept. Errors are logged, never
+    /// returned: the final value lapses with its TTL anyway. In memory a finished
+    /// poller is forgotten already.
+    fn forget(&self, key: &ResourceKey) -> BoxFuture<'_, ()> {
+        let _ = key;
+        Box::pin(async {})
+    }
 }
 
 /// The hub `config` and `redis` call for: one poller per resource per cluster through

@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::follower::Follower;
 use super::hints::Hints;
-use super::scripts::Scripts;
+use super::scripts::{Names, Scripts};
 use super::{ProgressHub, StartPoller, WatchState};
 use crate::config::Config;
 use crate::keys::ResourceKey;
 use crate::shared_redis::SharedRedis;
+use futures_util::future::BoxFuture;
 
 /// Timing of the Redis hub.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +76,12 @@ pub(super) struct Inner<T> {
     /// This replica's name in leases and interest sets (random, never a secret).
     pub(super) replica: String,
     locals: Mutex<HashMap<String, Local<T>>>,
+    /// Stops every task at once, as a crash would.
     pub(super) stop: CancellationToken,
+    /// Asks every follower to leave cleanly (release its lease and interest).
+    pub(super) leaving: CancellationToken,
+    /// Followers running, so `release` can wait for them to have left.
+    pub(super) running: watch::Sender<usize>,
     /// True while this replica watches without Redis (so the change is logged once).
     degraded: AtomicBool,
     pub(super) scripts: Scripts,
@@ -104,6 +110,8 @@ where
                 replica: replica.into(),
                 locals: Mutex::default(),
                 stop,
+                leaving: CancellationToken::new(),
+                running: watch::channel(0).0,
                 degraded: AtomicBool::new(false),
                 hints,
             }),
@@ -153,6 +161,31 @@ where
 
     fn active(&self) -> usize {
         self.inner.lock().len()
+    }
+
+    fn release(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.leaving.cancel();
+            let mut running = self.inner.running.subscribe();
+            // Bounded: with Redis not answering, what could not be released lapses.
+            let timed_out =
+                tokio::time::timeout(self.inner.timing.lease, running.wait_for(|n| *n == 0))
+                    .await
+                    .is_err();
+            if timed_out {
+                tracing::warn!("some watches could not be released in time; their leases lapse");
+            }
+            self.inner.stop.cancel();
+        })
+    }
+
+    fn forget(&self, key: &ResourceKey) -> BoxFuture<'_, ()> {
+        let names = Names::new(&key.to_string());
+        Box::pin(async move {
+            if let Err(error) = self.inner.scripts.forget(&self.inner, &names).await {
+                tracing::warn!(error = %self.inner.redis.describe(&error), "cannot forget a final watch value; it lapses with its TTL");
+            }
+        })
     }
 }
 

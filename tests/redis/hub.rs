@@ -493,3 +493,81 @@ async fn each_value_reaches_followers_by_hint_on_a_cluster() {
         .unwrap();
     each_value_reaches_followers_by_hint(target).await;
 }
+
+/// A replica shutting down gracefully hands its leases over at once, not after a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lease_is_taken_over_at_once() {
+    let server = RedisServer::start();
+    let long = HubTiming {
+        lease: Duration::from_secs(5),
+        ..timing()
+    };
+    let hubs = hubs(&target(&server.url()), 2, long);
+    let pollers = Pollers::default();
+    let mut receivers: Vec<_> = hubs
+        .iter()
+        .enumerate()
+        .map(|(i, hub)| {
+            hub.subscribe(
+                &key("job-10"),
+                pollers.start(i, None, Duration::from_millis(50)),
+            )
+        })
+        .collect();
+    for rx in &mut receivers {
+        at_least(rx, 2).await;
+    }
+    let holder = pollers.starts()[0].0;
+    let released = Instant::now();
+    hubs[holder].release().await;
+    assert_eq!(hubs[holder].active(), 0);
+    while pollers.starts().len() < 2 {
+        assert!(
+            released.elapsed() < Duration::from_secs(2),
+            "the lease was not handed over"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pollers.starts()[1].0, 1 - holder);
+    let survivor = &mut receivers[1 - holder];
+    timeout(Duration::from_secs(2), survivor.changed())
+        .await
+        .expect("progress after the handover")
+        .expect("the survivor's watch goes on");
+}
+
+/// Waits until `hub` follows nothing.
+async fn settled(hub: &RedisHub<u64>) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while hub.active() > 0 {
+        assert!(Instant::now() < until, "the follower never ended");
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A final value can be forgotten (an xAI batch that gets more requests lives again):
+/// the next watch polls instead of reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_final_value_is_polled_again() {
+    let server = RedisServer::start();
+    let hubs = hubs(&target(&server.url()), 1, timing());
+    let pollers = Pollers::default();
+    let watch = |hub: &RedisHub<u64>| {
+        hub.subscribe(
+            &key("job-11"),
+            pollers.start(0, Some(1), Duration::from_millis(10)),
+        )
+    };
+    assert_eq!(done(&mut watch(&hubs[0]), Duration::from_secs(5)).await, 2);
+    settled(&hubs[0]).await;
+    assert_eq!(done(&mut watch(&hubs[0]), Duration::from_secs(5)).await, 2);
+    assert_eq!(
+        pollers.starts().len(),
+        1,
+        "the final value is read, not polled"
+    );
+    settled(&hubs[0]).await;
+    hubs[0].forget(&key("job-11")).await;
+    assert_eq!(done(&mut watch(&hubs[0]), Duration::from_secs(5)).await, 2);
+    assert_eq!(pollers.starts().len(), 2, "polled again once forgotten");
+}
