@@ -14,6 +14,7 @@ use super::hints::Hints;
 use super::scripts::{Names, Scripts};
 use super::{ProgressHub, StartPoller, WatchState};
 use crate::config::Config;
+use crate::error::Error;
 use crate::keys::ResourceKey;
 use crate::shared_redis::SharedRedis;
 use futures_util::future::BoxFuture;
@@ -146,6 +147,12 @@ where
         key: &ResourceKey,
         start: StartPoller<T>,
     ) -> watch::Receiver<WatchState<T>> {
+        if self.inner.leaving.is_cancelled() {
+            // Released: a new follower would take leases nobody releases any more.
+            let failed =
+                WatchState::Failed(Error::Unavailable("batchgate is shutting down".into()));
+            return watch::channel(failed).1;
+        }
         let name = key.to_string();
         let mut locals = self.inner.lock();
         if let Some(local) = locals.get(&name) {

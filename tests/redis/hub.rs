@@ -521,6 +521,14 @@ async fn a_released_lease_is_taken_over_at_once() {
     let released = Instant::now();
     hubs[holder].release().await;
     assert_eq!(hubs[holder].active(), 0);
+    let late = hubs[holder].subscribe(
+        &key("job-10"),
+        pollers.start(holder, None, Duration::from_millis(50)),
+    );
+    assert!(
+        matches!(&*late.borrow(), WatchState::Failed(e) if e.code() == tonic::Code::Unavailable),
+        "a released hub takes no new watches"
+    );
     while pollers.starts().len() < 2 {
         assert!(
             released.elapsed() < Duration::from_secs(2),
