@@ -42,7 +42,7 @@ pub(super) struct Follower<T> {
     name: String,
     names: Names,
     out: watch::Sender<WatchState<T>>,
-    start: Option<StartPoller<T>>,
+    start: StartPoller<T>,
     poller: Option<Poller<T>>,
     mode: Mode,
     /// Redis calls failed in a row.
@@ -57,19 +57,21 @@ impl<T> Follower<T>
 where
     T: prost::Message + Default + Clone + PartialEq + 'static,
 {
-    /// The follower of `name` on `hub`, feeding `out`; `start` is its first subscriber's.
+    /// The follower of `name` on `hub`, feeding `out`; `start` is its first subscriber's
+    /// and serves every poller this replica runs for the resource.
     pub(super) fn new(
         hub: Arc<Inner<T>>,
         name: String,
         out: watch::Sender<WatchState<T>>,
         start: StartPoller<T>,
     ) -> Self {
+        hub.running.send_modify(|n| *n += 1);
         Self {
             names: Names::new(&name),
             hub,
             name,
             out,
-            start: Some(start),
+            start,
             poller: None,
             mode: Mode::Follower,
             failures: 0,
@@ -91,6 +93,7 @@ where
         loop {
             let finished = tokio::select! {
                 () = self.hub.stop.cancelled() => return,
+                () = self.hub.leaving.cancelled() => break,
                 _ = tick.tick() => self.tick().await,
                 // The holder's own hint tells it nothing new.
                 () = hint.notified(), if self.mode != Mode::Holder => self.tick().await,
@@ -113,7 +116,8 @@ where
     /// and reads the snapshot. Returns true when the watch is over.
     async fn tick(&mut self) -> bool {
         let interested = self.out.receiver_count() > 0;
-        let may_lead = self.poller.is_some() || self.start.is_some() || self.has_spare();
+        // Only a replica with watchers of its own takes the lease (a holder keeps it).
+        let may_lead = interested || self.poller.is_some();
         let read = self
             .hub
             .scripts
@@ -141,9 +145,7 @@ where
                     self.mode = Mode::Holder;
                     self.last_watched = Instant::now();
                     if self.poller.is_none() {
-                        if !self.start_poller() {
-                            self.resign().await;
-                        }
+                        self.start_poller();
                     } else if let Some(poller) = &self.poller {
                         // A poller run while Redis was away becomes the cluster's.
                         let state = poller.rx.borrow().clone();
@@ -157,12 +159,6 @@ where
                 } else if self.last_watched.elapsed() >= self.hub.timing.grace {
                     self.resign().await;
                 }
-            }
-            Role::Nobody if interested && !may_lead => {
-                // Nobody polls and this replica's `start` is spent (used by a poller
-                // dropped on rejoining): ending the watch here makes its callers call
-                // again ("call again to resume"), which brings a fresh `start`.
-                return true;
             }
             Role::Other | Role::Nobody => {
                 if self.mode != Mode::Follower {
@@ -245,14 +241,10 @@ where
         }
     }
 
-    fn start_poller(&mut self) -> bool {
-        let Some(start) = self.start.take().or_else(|| self.take_spare()) else {
-            return false;
-        };
+    fn start_poller(&mut self) {
         let (tx, rx) = watch::channel(WatchState::Connecting);
-        let task = tokio::spawn(start(Publisher::new(tx)));
+        let task = tokio::spawn((self.start)(Publisher::new(tx)));
         self.poller = Some(Poller { rx, task });
-        true
     }
 
     /// Stops polling and frees the lease for whoever comes next.
@@ -262,22 +254,6 @@ where
         if let Err(error) = self.hub.scripts.release(&self.hub, &self.names).await {
             tracing::debug!(error = %self.hub.redis.describe(&error), "cannot release a lease; it lapses");
         }
-    }
-
-    fn has_spare(&self) -> bool {
-        self.hub
-            .lock()
-            .get(&self.name)
-            .is_some_and(|local| local.spare.is_some())
-    }
-
-    fn take_spare(&self) -> Option<StartPoller<T>> {
-        let mut locals = self.hub.lock();
-        let local = locals.get_mut(&self.name)?;
-        if !local.out.same_channel(&self.out) {
-            return None;
-        }
-        local.spare.take()
     }
 
     /// True (and forgotten) when nobody here watches and nothing here must go on.
@@ -296,6 +272,12 @@ where
 
     fn forget(&self) {
         forget(&mut self.hub.lock(), &self.name, &self.out);
+    }
+}
+
+impl<T> Drop for Follower<T> {
+    fn drop(&mut self) {
+        self.hub.running.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -1,8 +1,9 @@
 //! Hints that a resource's snapshot changed: one pub/sub subscription per replica and
 //! resource, waking that resource's follower to re-read at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
@@ -74,25 +75,37 @@ async fn listen(
 ) {
     // Followers per channel: a new follower may start before the old one has left.
     let mut followers: HashMap<String, usize> = HashMap::new();
+    // Channels whose SUBSCRIBE failed (Redis away): retried until they take, or their
+    // followers would wait on the slow re-read timer for good.
+    let mut failed: HashSet<String> = HashSet::new();
+    let mut retry = tokio::time::interval(RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
+            _ = retry.tick(), if !failed.is_empty() => {
+                for channel in std::mem::take(&mut failed) {
+                    if followers.contains_key(&channel) {
+                        subscribe(&mut subscriber, &redis, &wake, &mut failed, channel).await;
+                    }
+                }
+            }
             request = requests.recv() => {
                 let Some((channel, on)) = request else { return };
                 let count = followers.entry(channel.clone()).or_default();
-                let result = if on {
+                if on {
                     *count += 1;
                     if *count > 1 { continue }
-                    subscriber.subscribe(&channel).await
+                    subscribe(&mut subscriber, &redis, &wake, &mut failed, channel).await;
                 } else {
                     *count = count.saturating_sub(1);
                     if *count > 0 { continue }
                     followers.remove(&channel);
-                    subscriber.unsubscribe(&channel).await
-                };
-                if let Err(error) = result {
-                    // Scrubbed: connection errors may name the URL, password included.
-                    tracing::debug!(error = %redis.describe(&error), "a hint subscription failed; the timer still re-reads");
+                    failed.remove(&channel);
+                    if let Err(error) = subscriber.unsubscribe(&channel).await {
+                        // Scrubbed: connection errors may name the URL, password included.
+                        tracing::debug!(error = %redis.describe(&error), "a hint unsubscription failed");
+                    }
                 }
             }
             push = pushed.recv() => {
@@ -107,6 +120,32 @@ async fn listen(
                     notify.notify_one();
                 }
             }
+        }
+    }
+}
+
+/// How often SUBSCRIBEs that failed are tried again.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Subscribes to `channel`, then wakes its follower: a hint published before the
+/// subscription took was missed, so it re-reads once now rather than on its timer.
+async fn subscribe(
+    subscriber: &mut Subscriber,
+    redis: &SharedRedis,
+    wake: &Wake,
+    failed: &mut HashSet<String>,
+    channel: String,
+) {
+    match subscriber.subscribe(&channel).await {
+        Ok(()) => {
+            if let Some(notify) = lock(wake).get(&channel) {
+                notify.notify_one();
+            }
+        }
+        Err(error) => {
+            // Scrubbed: connection errors may name the URL, password included.
+            tracing::debug!(error = %redis.describe(&error), "a hint subscription failed; retrying, the timer still re-reads");
+            failed.insert(channel);
         }
     }
 }

@@ -108,7 +108,7 @@ mod tests {
             let started = started.clone();
             receivers.push(hub.subscribe(
                 &key("job-1"),
-                Box::new(move |publisher| {
+                Arc::new(move |publisher| {
                     started.fetch_add(1, Ordering::SeqCst);
                     Box::pin(async move {
                         for n in 1.. {
@@ -139,7 +139,7 @@ mod tests {
         let hub = MemoryHub::<String>::default();
         let mut rx = hub.subscribe(
             &key("job-2"),
-            Box::new(|publisher| Box::pin(async move { publisher.publish("done".into(), true) })),
+            Arc::new(|publisher| Box::pin(async move { publisher.publish("done".into(), true) })),
         );
         rx.changed().await.unwrap();
         assert!(
@@ -151,7 +151,7 @@ mod tests {
     async fn tenants_never_share_a_poller() {
         let hub = MemoryHub::<u64>::default();
         let idle =
-            || -> StartPoller<u64> { Box::new(|_publisher| Box::pin(std::future::pending())) };
+            || -> StartPoller<u64> { Arc::new(|_publisher| Box::pin(std::future::pending())) };
         let a = hub.subscribe(&key("job-3"), idle());
         let other = ResourceKey::new("u", "sutro", crate::keys::kind::WATCH, "job-3");
         let b = hub.subscribe(&other, idle());

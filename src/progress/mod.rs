@@ -72,22 +72,43 @@ pub enum WatchState<T> {
 }
 
 /// Starts the poller of one resource: given where to publish, the future that polls.
-pub type StartPoller<T> = Box<dyn FnOnce(Publisher<T>) -> BoxFuture<'static, ()> + Send>;
+/// `Fn`, not `FnOnce`: a replica may have to poll again and again (after each Redis
+/// outage, each dead holder) for subscribers that subscribed once.
+pub type StartPoller<T> = Arc<dyn Fn(Publisher<T>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Shares one upstream watcher per resource among all its subscribers.
 pub trait ProgressHub<T>: Send + Sync + 'static
 where
     T: prost::Message + Default + Clone + PartialEq + 'static,
 {
-    /// Subscribes to `key`. If nobody follows the resource yet, `start` is called and
-    /// the future it returns runs as the resource's poller; otherwise the running
-    /// watcher is shared and `start` is dropped. The poller stops when the last
+    /// Subscribes to `key`. If nobody follows the resource yet, `start` is kept for as
+    /// long as the resource is followed here and called whenever this replica must poll;
+    /// otherwise the running watcher is shared and `start` is dropped. The poller stops when the last
     /// subscriber leaves (or when it is done).
     fn subscribe(&self, key: &ResourceKey, start: StartPoller<T>)
     -> watch::Receiver<WatchState<T>>;
 
     /// How many resources this replica follows right now.
     fn active(&self) -> usize;
+
+    /// Lets go of everything this replica follows, for a graceful shutdown: its leases
+    /// and interest are released at once (not left to lapse, which would stall each
+    /// resource for a lease), its pollers stop and its subscribers see their watches
+    /// end. Bounded by about a lease when Redis does not answer. Nothing to release in
+    /// memory.
+    fn release(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Forgets `key`'s final value, if it has one, so the next subscriber polls again
+    /// instead of reading it: for a resource that can come back to life (an xAI batch
+    /// that gets more requests). A value still live is kept. Errors are logged, never
+    /// returned: the final value lapses with its TTL anyway. In memory a finished
+    /// poller is forgotten already.
+    fn forget(&self, key: &ResourceKey) -> BoxFuture<'_, ()> {
+        let _ = key;
+        Box::pin(async {})
+    }
 }
 
 /// The hub `config` and `redis` call for: one poller per resource per cluster through

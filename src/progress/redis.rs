@@ -11,11 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::follower::Follower;
 use super::hints::Hints;
-use super::scripts::Scripts;
+use super::scripts::{Names, Scripts};
 use super::{ProgressHub, StartPoller, WatchState};
 use crate::config::Config;
+use crate::error::Error;
 use crate::keys::ResourceKey;
 use crate::shared_redis::SharedRedis;
+use futures_util::future::BoxFuture;
 
 /// Timing of the Redis hub.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +36,7 @@ pub struct HubTiming {
 }
 
 impl HubTiming {
-    /// The timing `config` asks for; re-reads every 200 ms (or a third of the lease).
+    /// The timing `config` asks for; renews and re-reads every third of the lease.
     pub fn from_config(config: &Config) -> Self {
         Self::new(config.watch_lease, config.watch_grace)
     }
@@ -44,7 +46,13 @@ impl HubTiming {
         Self {
             lease,
             grace,
-            reread: Duration::from_millis(200).min(lease / 3),
+            // One EVAL per resource and replica every lease/3 (5 s lease: 0.6/s, was
+            // 5/s at 200 ms) renews lease and interest with two renewals to spare and
+            // doubles as the safety re-read: changes arrive by hint (tested within
+            // 150 ms), so a lost hint delays an update by lease/3 at most, never loses
+            // it (the snapshot holds the FINAL); a dead holder is replaced within
+            // about lease + lease/3.
+            reread: (lease / 3).max(Duration::from_millis(10)),
             snapshot_ttl: (lease * 12).max(Duration::from_secs(60)),
         }
     }
@@ -69,7 +77,12 @@ pub(super) struct Inner<T> {
     /// This replica's name in leases and interest sets (random, never a secret).
     pub(super) replica: String,
     locals: Mutex<HashMap<String, Local<T>>>,
+    /// Stops every task at once, as a crash would.
     pub(super) stop: CancellationToken,
+    /// Asks every follower to leave cleanly (release its lease and interest).
+    pub(super) leaving: CancellationToken,
+    /// Followers running, so `release` can wait for them to have left.
+    pub(super) running: watch::Sender<usize>,
     /// True while this replica watches without Redis (so the change is logged once).
     degraded: AtomicBool,
     pub(super) scripts: Scripts,
@@ -79,9 +92,6 @@ pub(super) struct Inner<T> {
 /// The local fan-out of one resource.
 pub(super) struct Local<T> {
     pub(super) out: watch::Sender<WatchState<T>>,
-    /// The latest subscriber's `start`, for a follower that must poll after its own
-    /// was used (a poller cannot be restarted from a spent `start`).
-    pub(super) spare: Option<StartPoller<T>>,
 }
 
 impl<T> RedisHub<T>
@@ -101,6 +111,8 @@ where
                 replica: replica.into(),
                 locals: Mutex::default(),
                 stop,
+                leaving: CancellationToken::new(),
+                running: watch::channel(0).0,
                 degraded: AtomicBool::new(false),
                 hints,
             }),
@@ -135,20 +147,19 @@ where
         key: &ResourceKey,
         start: StartPoller<T>,
     ) -> watch::Receiver<WatchState<T>> {
+        if self.inner.leaving.is_cancelled() {
+            // Released: a new follower would take leases nobody releases any more.
+            let failed =
+                WatchState::Failed(Error::Unavailable("batchgate is shutting down".into()));
+            return watch::channel(failed).1;
+        }
         let name = key.to_string();
         let mut locals = self.inner.lock();
-        if let Some(local) = locals.get_mut(&name) {
-            local.spare = Some(start);
+        if let Some(local) = locals.get(&name) {
             return local.out.subscribe();
         }
         let (out, receiver) = watch::channel(WatchState::Connecting);
-        locals.insert(
-            name.clone(),
-            Local {
-                out: out.clone(),
-                spare: None,
-            },
-        );
+        locals.insert(name.clone(), Local { out: out.clone() });
         drop(locals);
         let follower = Follower::new(self.inner.clone(), name, out, start);
         tokio::spawn(follower.run());
@@ -157,6 +168,31 @@ where
 
     fn active(&self) -> usize {
         self.inner.lock().len()
+    }
+
+    fn release(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.leaving.cancel();
+            let mut running = self.inner.running.subscribe();
+            // Bounded: with Redis not answering, what could not be released lapses.
+            let timed_out =
+                tokio::time::timeout(self.inner.timing.lease, running.wait_for(|n| *n == 0))
+                    .await
+                    .is_err();
+            if timed_out {
+                tracing::warn!("some watches could not be released in time; their leases lapse");
+            }
+            self.inner.stop.cancel();
+        })
+    }
+
+    fn forget(&self, key: &ResourceKey) -> BoxFuture<'_, ()> {
+        let names = Names::new(&key.to_string());
+        Box::pin(async move {
+            if let Err(error) = self.inner.scripts.forget(&self.inner, &names).await {
+                tracing::warn!(error = %self.inner.redis.describe(&error), "cannot forget a final watch value; it lapses with its TTL");
+            }
+        })
     }
 }
 
@@ -237,7 +273,7 @@ mod tests {
                 let starts = starts.clone();
                 receivers.push(hub.subscribe(
                     &ResourceKey::new("t", "sutro", kind::WATCH, job),
-                    Box::new(move |publisher| {
+                    Arc::new(move |publisher| {
                         starts.fetch_add(1, Ordering::SeqCst);
                         Box::pin(async move {
                             publisher.publish(1, false);
@@ -277,7 +313,7 @@ mod tests {
         let hub = super::super::hub::<u64>(&Config::embedded(), None);
         let mut rx = hub.subscribe(
             &ResourceKey::new("t", "xai", kind::WATCH, "b"),
-            Box::new(|publisher| Box::pin(async move { publisher.publish(7, true) })),
+            Arc::new(|publisher| Box::pin(async move { publisher.publish(7, true) })),
         );
         rx.changed().await.unwrap();
         assert!(matches!(&*rx.borrow(), WatchState::Live { value: 7, .. }));

@@ -94,6 +94,13 @@ redis.call(ARGV[5], ARGV[6], '1')
 return 1
 ";
 
+/// Deletes the snapshot if it is terminal; a live one belongs to a running watch.
+const FORGET: &str = r"
+local snap = redis.call('GET', KEYS[1])
+if snap and string.byte(snap, 2) >= 2 then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// Frees the lease if this replica holds it.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -172,6 +179,15 @@ impl Scripts {
             .arg(&names.lease)
             .arg(&names.interest)
             .arg(&hub.replica)
+            .query_async(&mut hub.redis.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the resource's snapshot if it is terminal.
+    pub(crate) async fn forget<T>(&self, hub: &Inner<T>, names: &Names) -> Result<(), RedisError> {
+        let _: i64 = eval(FORGET, 1)
+            .arg(&names.snapshot)
             .query_async(&mut hub.redis.clone())
             .await?;
         Ok(())

@@ -79,6 +79,16 @@ where
                     }
                     changed = timeout(timing.heartbeat, rx.changed()) => match changed {
                         Ok(Ok(())) => {
+                            // The last message never waits: it comes once per watcher,
+                            // and with thousands of watchers per replica an interval
+                            // here was most of FINAL's delay after the upstream finished.
+                            let last = matches!(
+                                &*rx.borrow(),
+                                WatchState::Failed(_) | WatchState::Live { done: true, .. }
+                            );
+                            if last {
+                                break;
+                            }
                             // A change sooner than `min_interval` after the last message
                             // waits out the rest of it, and whatever changes meanwhile
                             // merges in (the latest wins). A plain sleep, not a wait on
@@ -110,5 +120,45 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::progress::Publisher;
+
+    #[tokio::test]
+    async fn the_final_message_does_not_wait_out_the_min_interval() {
+        let (tx, rx) = watch::channel(WatchState::Connecting);
+        let publisher = Publisher::new(tx);
+        publisher.publish(1_u64, false);
+        let timing = WatchTiming {
+            heartbeat: Duration::from_secs(60),
+            min_interval: Duration::from_secs(5),
+            poll: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        let stream = watcher_stream(
+            rx,
+            timing,
+            CancellationToken::new(),
+            "Watch",
+            |kind, value, _| (kind, value),
+        );
+        let mut stream = std::pin::pin!(stream);
+        let first = stream.next().await.map(|m| m.ok());
+        assert_eq!(first, Some(Some((EventKind::Snapshot, 1))));
+        publisher.publish(2, true);
+        let last = tokio::time::timeout(Duration::from_secs(1), stream.next())
+            .await
+            .expect("FINAL without waiting out the min interval")
+            .map(|m| m.ok());
+        assert_eq!(last, Some(Some((EventKind::Final, 2))));
     }
 }

@@ -1,6 +1,8 @@
 //! How a `WatchState` crosses Redis: a version byte, a kind byte a Lua script can read
 //! (so a terminal snapshot is never overwritten), then a small prost message.
 
+use std::time::Duration;
+
 use prost::Message;
 use tonic::Code;
 
@@ -50,6 +52,43 @@ struct WireError {
     fields: Vec<String>,
     #[prost(string, repeated, tag = "8")]
     descriptions: Vec<String>,
+    /// Which `Error` variant this is (`variant::*`); 0 from writers that predate it,
+    /// read by code alone.
+    #[prost(uint32, tag = "9")]
+    variant: u32,
+    /// `Retry-After` in ms, which becomes the status's RetryInfo.
+    #[prost(uint64, optional, tag = "10")]
+    retry_after_ms: Option<u64>,
+    /// The variant's own text (the detail of an unreachable or odd upstream).
+    #[prost(string, tag = "11")]
+    detail: String,
+    #[prost(bool, tag = "12")]
+    connected: bool,
+    /// A partial add: its cause (an encoded `WireError`) and counts.
+    #[prost(bytes = "vec", tag = "13")]
+    cause: Vec<u8>,
+    #[prost(uint64, tag = "14")]
+    accepted: u64,
+    #[prost(uint64, tag = "15")]
+    total: u64,
+    #[prost(string, tag = "16")]
+    first_rejected_id: String,
+    #[prost(bool, tag = "17")]
+    has_upstream: bool,
+}
+
+/// The `Error` variants, as `WireError::variant` names them.
+mod variant {
+    pub const INVALID_ARGUMENT: u32 = 1;
+    pub const FAILED_PRECONDITION: u32 = 2;
+    pub const UNAUTHENTICATED: u32 = 3;
+    pub const UPSTREAM: u32 = 4;
+    pub const UNREACHABLE: u32 = 5;
+    pub const PROTOCOL: u32 = 6;
+    pub const DEADLINE: u32 = 7;
+    pub const UNAVAILABLE: u32 = 8;
+    pub const INTERNAL: u32 = 9;
+    pub const PARTIAL: u32 = 10;
 }
 
 /// Encodes `state` for the snapshot key.
@@ -111,48 +150,144 @@ pub(crate) fn is_terminal<T>(state: &WatchState<T>) -> bool {
 fn wire_error(error: &Error) -> WireError {
     let mut wire = WireError {
         code: error.code() as i32,
-        message: match error {
-            Error::FailedPrecondition(m) | Error::Unauthenticated(m) | Error::Unavailable(m) => {
-                m.clone()
-            }
-            Error::Internal(m) => m.clone(),
-            other => other.to_string(),
-        },
+        message: error.to_string(),
         ..WireError::default()
     };
+    let upstream = |wire: &mut WireError, id: &UpstreamId| {
+        wire.has_upstream = true;
+        wire.provider = id.provider.to_string();
+        wire.host = id.host.clone();
+    };
     match error {
-        Error::Upstream(failure) => {
-            wire.http_status = u32::from(failure.status);
-            wire.provider = failure.upstream.provider.to_string();
-            wire.host = failure.upstream.host.clone();
-            wire.message = failure.message.clone();
-            wire.request_id = failure.request_id.clone();
-        }
         Error::InvalidArgument(violations) => {
+            wire.variant = variant::INVALID_ARGUMENT;
             wire.fields = violations.iter().map(|v| v.field.clone()).collect();
             wire.descriptions = violations.iter().map(|v| v.description.clone()).collect();
         }
-        _ => {}
+        Error::FailedPrecondition(m) => {
+            (wire.variant, wire.message) = (variant::FAILED_PRECONDITION, m.clone())
+        }
+        Error::Unauthenticated(m) => {
+            (wire.variant, wire.message) = (variant::UNAUTHENTICATED, m.clone())
+        }
+        Error::Unavailable(m) => (wire.variant, wire.message) = (variant::UNAVAILABLE, m.clone()),
+        Error::Internal(m) => (wire.variant, wire.message) = (variant::INTERNAL, m.clone()),
+        Error::Upstream(failure) => {
+            wire.variant = variant::UPSTREAM;
+            upstream(&mut wire, &failure.upstream);
+            wire.http_status = u32::from(failure.status);
+            wire.message = failure.message.clone();
+            wire.request_id = failure.request_id.clone();
+            wire.retry_after_ms = failure
+                .retry_after
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        }
+        Error::UpstreamUnreachable {
+            upstream: id,
+            detail,
+            connected,
+        } => {
+            wire.variant = variant::UNREACHABLE;
+            upstream(&mut wire, id);
+            wire.detail = detail.clone();
+            wire.connected = *connected;
+        }
+        Error::UpstreamProtocol {
+            upstream: id,
+            status,
+            detail,
+        } => {
+            wire.variant = variant::PROTOCOL;
+            upstream(&mut wire, id);
+            wire.http_status = u32::from(*status);
+            wire.detail = detail.clone();
+        }
+        Error::DeadlineExceeded { upstream: id } => {
+            wire.variant = variant::DEADLINE;
+            if let Some(id) = id {
+                upstream(&mut wire, id);
+            }
+        }
+        Error::PartiallyAccepted {
+            cause,
+            accepted,
+            total,
+            last_accepted_id,
+            first_rejected_id,
+        } => {
+            wire.variant = variant::PARTIAL;
+            wire.cause = wire_error(cause).encode_to_vec();
+            wire.accepted = u64::try_from(*accepted).unwrap_or(u64::MAX);
+            wire.total = u64::try_from(*total).unwrap_or(u64::MAX);
+            wire.request_id = last_accepted_id.clone();
+            wire.first_rejected_id = first_rejected_id.clone();
+        }
     }
     wire
 }
 
+fn upstream_of(wire: &WireError) -> UpstreamId {
+    // `provider` is a `&'static str`: only the names the gateway itself uses survive.
+    let provider = match wire.provider.as_str() {
+        "sutro" => "sutro",
+        "xai" => "xai",
+        _ => "upstream",
+    };
+    UpstreamId {
+        provider,
+        host: wire.host.clone(),
+    }
+}
+
 fn error_of(wire: WireError) -> Error {
     let code = Code::from_i32(wire.code);
-    if let Ok(status @ 100..=599) = u16::try_from(wire.http_status) {
-        let provider = match wire.provider.as_str() {
-            "sutro" => "sutro",
-            "xai" => "xai",
-            _ => "upstream",
-        };
+    let status = u16::try_from(wire.http_status).unwrap_or(0);
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    match wire.variant {
+        variant::UPSTREAM => {}
+        variant::UNREACHABLE => {
+            return Error::UpstreamUnreachable {
+                upstream: upstream_of(&wire),
+                detail: wire.detail,
+                connected: wire.connected,
+            };
+        }
+        variant::PROTOCOL => {
+            return Error::UpstreamProtocol {
+                upstream: upstream_of(&wire),
+                status,
+                detail: wire.detail,
+            };
+        }
+        variant::DEADLINE => {
+            return Error::DeadlineExceeded {
+                upstream: wire.has_upstream.then(|| upstream_of(&wire)),
+            };
+        }
+        variant::PARTIAL => {
+            let cause = WireError::decode(wire.cause.as_slice())
+                .map(error_of)
+                .unwrap_or_else(|_| Error::Unavailable(wire.message.clone()));
+            return Error::PartiallyAccepted {
+                cause: Box::new(cause),
+                accepted: count(wire.accepted),
+                total: count(wire.total),
+                last_accepted_id: wire.request_id,
+                first_rejected_id: wire.first_rejected_id,
+            };
+        }
+        variant::UNAVAILABLE => return Error::Unavailable(wire.message),
+        variant::INTERNAL => return Error::Internal(wire.message),
+        variant::FAILED_PRECONDITION => return Error::FailedPrecondition(wire.message),
+        variant::UNAUTHENTICATED => return Error::Unauthenticated(wire.message),
+        _ => {}
+    }
+    if (100..=599).contains(&status) {
         return Error::Upstream(UpstreamFailure {
-            upstream: UpstreamId {
-                provider,
-                host: wire.host,
-            },
+            upstream: upstream_of(&wire),
             status,
             message: wire.message,
-            retry_after: None,
+            retry_after: wire.retry_after_ms.map(Duration::from_millis),
             request_id: wire.request_id,
             meaning: Some(code),
         });
@@ -230,5 +365,87 @@ mod tests {
             decode::<u64>(&[9, 1]).is_none(),
             "unknown versions are skipped"
         );
+    }
+
+    /// What a caller of any replica sees: code, message and every detail.
+    type Seen = (
+        Code,
+        String,
+        Option<Duration>,
+        Option<(String, String, Vec<(String, String)>)>,
+    );
+
+    fn status(error: &Error) -> Seen {
+        use tonic_types::StatusExt;
+        let status = tonic::Status::from(error);
+        let delay = status
+            .get_details_retry_info()
+            .and_then(|info| info.retry_delay);
+        let info = status.get_details_error_info().map(|info| {
+            let mut metadata: Vec<_> = info.metadata.into_iter().collect();
+            metadata.sort();
+            (info.reason, info.domain, metadata)
+        });
+        (status.code(), status.message().to_string(), delay, info)
+    }
+
+    #[test]
+    fn every_error_crosses_replicas_with_its_code_message_and_retry_delay() {
+        let sutro = || UpstreamId {
+            provider: "sutro",
+            host: "sutro.example".into(),
+        };
+        let throttled = Error::Upstream(UpstreamFailure {
+            upstream: sutro(),
+            status: 429,
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(7)),
+            request_id: Some("r2".into()),
+            meaning: None,
+        });
+        let errors = [
+            throttled.clone(),
+            Error::UpstreamUnreachable {
+                upstream: sutro(),
+                detail: "connection refused".into(),
+                connected: false,
+            },
+            Error::UpstreamProtocol {
+                upstream: sutro(),
+                status: 200,
+                detail: "not JSON".into(),
+            },
+            Error::DeadlineExceeded {
+                upstream: Some(sutro()),
+            },
+            Error::DeadlineExceeded { upstream: None },
+            Error::Unavailable("batchgate is shutting down".into()),
+            Error::Internal("bug".into()),
+            Error::FailedPrecondition("gone".into()),
+            Error::Unauthenticated("no key".into()),
+            Error::PartiallyAccepted {
+                cause: Box::new(throttled),
+                accepted: 3,
+                total: 10,
+                last_accepted_id: Some("req-2".into()),
+                first_rejected_id: "req-3".into(),
+            },
+        ];
+        for error in errors {
+            let WatchState::<u64>::Failed(back) = round(&WatchState::Failed(error.clone())) else {
+                panic!("failed expected")
+            };
+            assert_eq!(status(&back), status(&error), "{error:?}");
+        }
+        let (code, _, delay, _) = status(&Error::Upstream(UpstreamFailure {
+            upstream: sutro(),
+            status: 429,
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(7)),
+            request_id: None,
+            meaning: None,
+        }));
+        assert_eq!(code, Code::ResourceExhausted);
+        assert_eq!(delay, Some(Duration::from_secs(7)));
     }
 }

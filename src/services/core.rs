@@ -17,7 +17,7 @@ use crate::error::{Error, Result, UpstreamId};
 use crate::idempotency::{self, IdempotencyStore, Outcome};
 use crate::keys::{ResourceKey, kind};
 use crate::progress::{
-    EventKind, ProgressHub, Publisher, WatchTiming, first_state, watcher_stream,
+    EventKind, ProgressHub, Publisher, StartPoller, WatchTiming, first_state, watcher_stream,
 };
 use crate::records::{JobRecord, RecordStore};
 use crate::services::read_through::{AuthGate, CacheWriter, Wait, read_through};
@@ -182,10 +182,12 @@ impl<P: Provider> ServiceCore<P> {
         let key = self.key(&ctx, kind::WATCH, &id);
         let (client, timing) = (self.client.clone(), WatchTiming::from_config(&self.config));
         let cache = CacheWriter::new(self.cache.clone(), self.auth.clone(), key.clone());
-        let mut rx = self.watches.subscribe(
-            &key,
-            Box::new(move |publisher| Box::pin(client.poll(ctx, id, timing, publisher, cache))),
-        );
+        // Called again each time this replica must poll (Redis outage, dead holder).
+        let start: StartPoller<P::Progress> = Arc::new(move |publisher| {
+            let (client, ctx, id, cache) = (client.clone(), ctx.clone(), id.clone(), cache.clone());
+            Box::pin(client.poll(ctx, id, timing, publisher, cache))
+        });
+        let mut rx = self.watches.subscribe(&key, start);
         first_state(&mut rx).await?;
         let stream = watcher_stream(rx, timing, self.shutdown.clone(), rpc, P::watch_message);
         Ok(Response::new(Box::pin(stream)))

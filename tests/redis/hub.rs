@@ -60,7 +60,7 @@ impl Pollers {
     /// as done (never done when `last` is `None`).
     fn start(&self, hub: usize, last: Option<u64>, every: Duration) -> StartPoller<u64> {
         let pollers = self.clone();
-        Box::new(move |publisher| {
+        Arc::new(move |publisher| {
             pollers.started.lock().unwrap().push((hub, Instant::now()));
             pollers.running.fetch_add(1, Ordering::SeqCst);
             let running = Running(pollers.running.clone());
@@ -304,7 +304,7 @@ async fn a_failure_reaches_every_replica_and_does_not_stick() {
     let starts = Arc::new(AtomicUsize::new(0));
     let failing = || -> StartPoller<u64> {
         let starts = starts.clone();
-        Box::new(move |publisher| {
+        Arc::new(move |publisher| {
             starts.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move {
                 sleep(Duration::from_millis(100)).await;
@@ -339,4 +339,243 @@ async fn a_failure_reaches_every_replica_and_does_not_stick() {
     sleep(timing().lease + Duration::from_millis(200)).await;
     failed(hubs[1].subscribe(&key("job-7"), failing())).await;
     assert_eq!(starts.load(Ordering::SeqCst), 2);
+}
+
+/// Who holds the lease of `key`, read straight from Redis.
+async fn lease_holder(redis: &SharedRedis, key: &ResourceKey) -> Option<String> {
+    redis::cmd("GET")
+        .arg(format!("{key}:lease"))
+        .query_async(&mut redis.clone())
+        .await
+        .expect("a GET")
+}
+
+/// A replica that polled for itself through an outage and then handed over to the
+/// holder must still be able to poll again: here, when the holder dies with Redis up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_fell_back_and_handed_over_takes_over_again() {
+    let mut server = RedisServer::start();
+    let target = target(&server.url());
+    let handles = [connect(&target), connect(&target)];
+    let hubs: Vec<RedisHub<u64>> = handles
+        .iter()
+        .enumerate()
+        .map(|(i, redis)| RedisHub::new(redis.clone(), timing(), format!("replica-{i}")))
+        .collect();
+    let pollers = Pollers::default();
+    // One subscriber per replica: nothing but the first `start` to poll with.
+    let mut receivers: Vec<_> = hubs
+        .iter()
+        .enumerate()
+        .map(|(i, hub)| {
+            hub.subscribe(
+                &key("job-8"),
+                pollers.start(i, None, Duration::from_millis(50)),
+            )
+        })
+        .collect();
+    for rx in &mut receivers {
+        at_least(rx, 2).await;
+    }
+    server.stop();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pollers.starts().len() < 2 {
+        assert!(Instant::now() < deadline, "the follower never fell back");
+        sleep(Duration::from_millis(20)).await;
+    }
+    server.restart();
+    for redis in &handles {
+        wait_until_up(redis).await;
+    }
+    // Rejoined: one poller again, run by whoever holds the lease.
+    let holder = loop {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(15),
+            "no handover"
+        );
+        if pollers.running.load(Ordering::SeqCst) == 1
+            && let Some(holder) = lease_holder(&handles[0], &key("job-8")).await
+        {
+            break holder;
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
+    let holder: usize = holder
+        .strip_prefix("replica-")
+        .and_then(|n| n.parse().ok())
+        .expect("a replica name");
+    let survivor = 1 - holder;
+    hubs[holder].shutdown();
+    let before = pollers.starts().len();
+    let died = Instant::now();
+    while pollers.starts().len() == before {
+        assert!(
+            died.elapsed() < timing().lease * 6,
+            "nobody took over: {:?}",
+            pollers.starts()
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pollers.starts().last().map(|s| s.0), Some(survivor));
+    let rx = &mut receivers[survivor];
+    for _ in 0..3 {
+        timeout(Duration::from_secs(2), rx.changed())
+            .await
+            .expect("progress after the takeover")
+            .expect("the survivor's watch goes on");
+    }
+}
+
+/// With a re-read timer far longer than the test, each value the holder publishes
+/// reaches a follower replica's subscribers within 150 ms: hints, not the timer.
+async fn each_value_reaches_followers_by_hint(target: RedisTarget) {
+    let slow = HubTiming {
+        lease: Duration::from_secs(15),
+        reread: Duration::from_secs(5),
+        ..timing()
+    };
+    let hubs = hubs(&target, 2, slow);
+    let published: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let log = published.clone();
+    let start: StartPoller<u64> = Arc::new(move |publisher| {
+        let log = log.clone();
+        Box::pin(async move {
+            for n in 1..=10_u64 {
+                log.lock().unwrap().push(Instant::now());
+                publisher.publish(n, n == 10);
+                sleep(Duration::from_millis(300)).await;
+            }
+        })
+    });
+    let mut holder = hubs[0].subscribe(&key("job-9"), start.clone());
+    at_least(&mut holder, 1).await;
+    let mut follower = hubs[1].subscribe(&key("job-9"), start);
+    let mut seen = Vec::new();
+    loop {
+        timeout(Duration::from_secs(2), follower.changed())
+            .await
+            .expect("a value well before the 5 s re-read")
+            .expect("the watch goes on");
+        let (value, done) = match &*follower.borrow_and_update() {
+            WatchState::Live { value, done, .. } => (*value, *done),
+            _ => continue,
+        };
+        seen.push((value, Instant::now()));
+        if done {
+            break;
+        }
+    }
+    // The first read may find a value published before this replica subscribed.
+    let published = published.lock().unwrap().clone();
+    for &(value, at) in &seen[1..] {
+        let index = usize::try_from(value).unwrap() - 1;
+        let late = at.duration_since(published[index]);
+        assert!(
+            late < Duration::from_millis(150),
+            "value {value} reached the follower {late:?} after it was published: {seen:?}"
+        );
+    }
+    assert!(seen.len() >= 6, "{seen:?}");
+    assert_eq!(published.len(), 10, "one poller in the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_value_reaches_followers_by_hint_on_one_node() {
+    let server = RedisServer::start();
+    each_value_reaches_followers_by_hint(target(&server.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_value_reaches_followers_by_hint_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let target = RedisTarget::from_settings(None, Some(&cluster.nodes_setting()))
+        .unwrap()
+        .unwrap();
+    each_value_reaches_followers_by_hint(target).await;
+}
+
+/// A replica shutting down gracefully hands its leases over at once, not after a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lease_is_taken_over_at_once() {
+    let server = RedisServer::start();
+    let long = HubTiming {
+        lease: Duration::from_secs(5),
+        ..timing()
+    };
+    let hubs = hubs(&target(&server.url()), 2, long);
+    let pollers = Pollers::default();
+    let mut receivers: Vec<_> = hubs
+        .iter()
+        .enumerate()
+        .map(|(i, hub)| {
+            hub.subscribe(
+                &key("job-10"),
+                pollers.start(i, None, Duration::from_millis(50)),
+            )
+        })
+        .collect();
+    for rx in &mut receivers {
+        at_least(rx, 2).await;
+    }
+    let holder = pollers.starts()[0].0;
+    let released = Instant::now();
+    hubs[holder].release().await;
+    assert_eq!(hubs[holder].active(), 0);
+    let late = hubs[holder].subscribe(
+        &key("job-10"),
+        pollers.start(holder, None, Duration::from_millis(50)),
+    );
+    assert!(
+        matches!(&*late.borrow(), WatchState::Failed(e) if e.code() == tonic::Code::Unavailable),
+        "a released hub takes no new watches"
+    );
+    while pollers.starts().len() < 2 {
+        assert!(
+            released.elapsed() < Duration::from_secs(2),
+            "the lease was not handed over"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pollers.starts()[1].0, 1 - holder);
+    let survivor = &mut receivers[1 - holder];
+    timeout(Duration::from_secs(2), survivor.changed())
+        .await
+        .expect("progress after the handover")
+        .expect("the survivor's watch goes on");
+}
+
+/// Waits until `hub` follows nothing.
+async fn settled(hub: &RedisHub<u64>) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while hub.active() > 0 {
+        assert!(Instant::now() < until, "the follower never ended");
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A final value can be forgotten (an xAI batch that gets more requests lives again):
+/// the next watch polls instead of reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_final_value_is_polled_again() {
+    let server = RedisServer::start();
+    let hubs = hubs(&target(&server.url()), 1, timing());
+    let pollers = Pollers::default();
+    let watch = |hub: &RedisHub<u64>| {
+        hub.subscribe(
+            &key("job-11"),
+            pollers.start(0, Some(1), Duration::from_millis(10)),
+        )
+    };
+    assert_eq!(done(&mut watch(&hubs[0]), Duration::from_secs(5)).await, 2);
+    settled(&hubs[0]).await;
+    assert_eq!(done(&mut watch(&hubs[0]), Duration::from_secs(5)).await, 2);
+    assert_eq!(
+        pollers.starts().len(),
+        1,
+        "the final value is read, not polled"
+    );
+    settled(&hubs[0]).await;
+    hubs[0].forget(&key("job-11")).await;
+    assert_eq!(done(&mut watch(&hubs[0]), Duration::from_secs(5)).await, 2);
+    assert_eq!(pollers.starts().len(), 2, "polled again once forgotten");
 }

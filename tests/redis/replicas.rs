@@ -158,10 +158,8 @@ async fn three_replicas_share_one_upstream_watch_on_a_cluster() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn when_the_lease_holder_dies_another_replica_takes_over() {
-    let redis = RedisServer::start();
-    let mut cluster = Cluster::start(slow_job_sim(), 3, &["--redis-url".into(), redis.url()]).await;
+async fn another_replica_takes_over_from_a_dead_holder(redis_args: &[String]) {
+    let mut cluster = Cluster::start(slow_job_sim(), 3, redis_args).await;
     let job_id = create_job(&cluster, 80).await;
     let first = open_watches(&cluster, &[0, 1, 2], 30, &job_id).await;
     // Which replica follows the upstream: the one whose log says it took the lease.
@@ -196,6 +194,22 @@ async fn when_the_lease_holder_dies_another_replica_takes_over() {
         .count();
     assert_eq!(taken_over, 1, "exactly one survivor took the lease over");
     assert!(cluster.sim.calls(PROGRESS_ROUTE) <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_lease_holder_dies_another_replica_takes_over() {
+    let redis = RedisServer::start();
+    another_replica_takes_over_from_a_dead_holder(&["--redis-url".into(), redis.url()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_lease_holder_dies_another_replica_takes_over_on_a_cluster() {
+    let redis = RedisCluster::start();
+    another_replica_takes_over_from_a_dead_holder(&[
+        "--redis-cluster-nodes".into(),
+        redis.nodes_setting(),
+    ])
+    .await;
 }
 
 async fn one_create_for_twenty_keyed_calls(redis_args: &[String]) {
