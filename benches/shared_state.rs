@@ -2,7 +2,7 @@
 //! throughput against `Health/Check` on the same server (memory and Redis backends),
 //! upstream status reads under polling (one replica and three sharing Redis), and
 //! watch fan-out over three replicas. Run: `cargo bench --bench shared_state`
-//! (`-- --quick` for a short run). Needs `redis-server` on PATH.
+//! (`-- --quick` for a short run, `-- watchers` for one phase). Needs `redis-server`.
 //!
 //! Everything runs in this process on a multi-threaded runtime: the ratios compare
 //! cases that pay the same client costs, measured in interleaved rounds.
@@ -24,9 +24,21 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         shared::load_average()
     );
-    throughput::run(quick).await;
-    polling::run(quick).await;
-    watchers::run(quick).await;
+    // `-- watchers` (or `throughput`, `polling`) runs that phase alone.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| ["throughput", "polling", "watchers"].contains(&a.as_str()))
+        .collect();
+    let wanted = |phase: &str| only.is_empty() || only.iter().any(|o| o == phase);
+    if wanted("throughput") {
+        throughput::run(quick).await;
+    }
+    if wanted("polling") {
+        polling::run(quick).await;
+    }
+    if wanted("watchers") {
+        watchers::run(quick).await;
+    }
     println!();
     println!("# load average at end: {}", shared::load_average());
 }

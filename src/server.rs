@@ -210,6 +210,8 @@ impl App {
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
+        self.jobs.release_watches().await;
+        self.batches.release_watches().await;
         self.stop.cancel();
         let result = match tokio::time::timeout(self.drain_timeout, &mut self.served).await {
             Ok(joined) => joined.map_err(|e| ServeError::Setup(format!("server task: {e}")))?,

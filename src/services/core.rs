@@ -235,6 +235,15 @@ impl<P: Provider> ServiceCore<P> {
                 .invalidate(&self.key(ctx, kind, id).to_string())
                 .await;
         }
+        // A resource that changed may be live again (an xAI batch takes more requests
+        // after it was done): a later watch must poll it, not replay its old FINAL.
+        self.watches.forget(&self.key(ctx, kind::WATCH, id)).await;
+    }
+
+    /// Lets go of this replica's upstream watches at shutdown, so another replica
+    /// takes them over at once instead of after a lease.
+    pub async fn release_watches(&self) {
+        self.watches.release().await;
     }
 
     /// What to keep of a resource this call is about to create, once it has an id.
