@@ -5,9 +5,13 @@ mod common;
 
 use batchgate::proto::sutro::v1 as jobs_pb;
 use batchgate::proto::xai::v1 as pb;
-use batchgate::sim::{Fault, FaultRule, RetryAfterForm};
-use common::{bad_fields, spawn_app};
+use batchgate::sim::{Fault, FaultRule, RetryAfterForm, SimConfig};
+use bytes::{Buf, BufMut, Bytes};
+use common::{bad_fields, connect, spawn_app, spawn_app_with};
+use prost_types::{Struct, Value, value::Kind};
 use tonic::Code;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic_types::StatusExt;
 
 #[tokio::test]
 async fn an_unknown_auth_scope_is_invalid_argument_naming_the_field() {
@@ -108,4 +112,164 @@ async fn any_other_403_on_an_add_stays_permission_denied() {
     add_one(&mut app, &batch_id)
         .await
         .expect("an uncancelled batch takes requests");
+}
+
+/// Sends hand-made message bytes as they are, so a test can say what a broken client says.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// One unary call of `method` carrying `message` byte for byte.
+async fn raw_call(app: &common::TestApp, method: &'static str, message: &[u8]) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(connect(app.addr).await);
+    grpc.ready().await.expect("the connection is ready");
+    let path = http::uri::PathAndQuery::from_static(method);
+    grpc.unary::<_, Bytes, _>(
+        tonic::Request::new(Bytes::copy_from_slice(message)),
+        path,
+        RawCodec,
+    )
+    .await
+    .expect_err("the gateway refuses the message")
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn undecodable_protobuf_is_invalid_argument() {
+    let app = spawn_app().await;
+    // Field 1 as a 5-byte string of which one byte arrives.
+    let err = raw_call(
+        &app,
+        "/batchgate.sutro.v1.JobService/GetJob",
+        &[0x0a, 0x05, 0x01],
+    )
+    .await;
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(reason(&err), "MALFORMED_REQUEST");
+    // A varint that never ends.
+    let err = raw_call(
+        &app,
+        "/batchgate.sutro.v1.JobService/CheckAuth",
+        &[0x08, 0xff, 0xff],
+    )
+    .await;
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(app.sim.calls("GET /v1/auth/check"), 0);
+}
+
+#[tokio::test]
+async fn a_string_that_is_not_utf8_is_invalid_argument() {
+    let app = spawn_app().await;
+    // GetJobRequest.job_id = the bytes ff fe.
+    let err = raw_call(
+        &app,
+        "/batchgate.sutro.v1.JobService/GetJob",
+        &[0x0a, 0x02, 0xff, 0xfe],
+    )
+    .await;
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("UTF-8"), "{}", err.message());
+}
+
+/// A `Struct` holding a `Struct` `depth` times, past prost's recursion limit of 100.
+fn nested(depth: usize) -> Struct {
+    let mut inner = Struct::default();
+    for _ in 0..depth {
+        let mut outer = Struct::default();
+        outer.fields.insert(
+            "next".into(),
+            Value {
+                kind: Some(Kind::StructValue(inner)),
+            },
+        );
+        inner = outer;
+    }
+    inner
+}
+
+#[tokio::test]
+async fn over_deep_struct_nesting_is_invalid_argument() {
+    let mut app = spawn_app().await;
+    let mut body = nested(120);
+    body.fields.insert(
+        "model".into(),
+        Value {
+            kind: Some(Kind::StringValue("grok-4".into())),
+        },
+    );
+    let err = app
+        .batches
+        .add_batch_requests(pb::AddBatchRequestsRequest {
+            batch_id: "batch_1".into(),
+            batch_requests: vec![pb::BatchRequest {
+                batch_request_id: None,
+                body: Some(pb::batch_request::Body::ChatGetCompletion(body)),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("recursion"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn an_over_size_message_is_resource_exhausted_plain_or_gzipped() {
+    let mut app = spawn_app_with(SimConfig::fast(), |s| s.max_request_bytes = Some(1024)).await;
+    let big = || pb::CreateBatchRequest {
+        name: "n".repeat(4096),
+        ..Default::default()
+    };
+    let err = app.batches.create_batch(big()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(reason(&err), "REQUEST_TOO_LARGE");
+    // Gzipped, the same message is a few dozen bytes on the wire: the limit is on
+    // what it inflates to, and the code is the same.
+    let mut gzipped = app
+        .batches
+        .clone()
+        .send_compressed(CompressionEncoding::Gzip);
+    let err = gzipped.create_batch(big()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(reason(&err), "REQUEST_TOO_LARGE");
+    assert_eq!(app.sim.calls("POST /v1/batches"), 0);
 }
