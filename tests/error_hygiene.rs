@@ -5,9 +5,9 @@ mod common;
 
 use batchgate::proto::sutro::v1 as jobs_pb;
 use batchgate::proto::xai::v1 as pb;
-use batchgate::sim::{Fault, FaultRule, RetryAfterForm, SimConfig};
+use batchgate::sim::{Fault, FaultRule, RetryAfterForm, SimConfig, XAI_DEMO_API_KEY};
 use bytes::{Buf, BufMut, Bytes};
-use common::{bad_fields, connect, spawn_app, spawn_app_with};
+use common::{bad_fields, connect, spawn_app, spawn_app_with, with_key};
 use prost_types::{Struct, Value, value::Kind};
 use tonic::Code;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -272,4 +272,88 @@ async fn an_over_size_message_is_resource_exhausted_plain_or_gzipped() {
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert_eq!(reason(&err), "REQUEST_TOO_LARGE");
     assert_eq!(app.sim.calls("POST /v1/batches"), 0);
+}
+
+fn echo_key(route: &str, status: Option<u16>) -> FaultRule {
+    FaultRule {
+        route: route.into(),
+        times: 1,
+        fault: Fault::EchoKey { status },
+    }
+}
+
+/// Nothing of any of `keys` in the status: not its text, details or metadata.
+fn assert_holds_no_key(status: &tonic::Status, keys: &[&str]) {
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("error info");
+    assert!(
+        !info.metadata.contains_key("upstream_request_id"),
+        "{:?}",
+        info.metadata
+    );
+    let details = String::from_utf8_lossy(status.details()).into_owned();
+    let metadata = format!("{:?}", status.metadata());
+    for key in keys {
+        assert!(!status.message().contains(key), "{}", status.message());
+        assert!(!details.contains(key), "{details}");
+        assert!(!metadata.contains(key), "{metadata}");
+    }
+}
+
+#[tokio::test]
+async fn a_reflected_gateway_key_never_reaches_the_caller() {
+    let mut app = spawn_app().await;
+    // A well-formed upstream id is relayed ...
+    let listed = app
+        .batches
+        .list_batches(pb::ListBatchesRequest::default())
+        .await
+        .expect("batches are listed");
+    let id = listed
+        .metadata()
+        .get("x-upstream-request-id")
+        .expect("the upstream's request id");
+    assert!(id.to_str().unwrap().starts_with("req_"), "{id:?}");
+
+    // ... one that reflects the key is not, on success ...
+    app.sim.inject(echo_key("GET /v1/batches", None));
+    let listed = app
+        .batches
+        .list_batches(pb::ListBatchesRequest::default())
+        .await
+        .expect("batches are listed");
+    assert!(listed.metadata().get("x-upstream-request-id").is_none());
+    assert!(!format!("{:?}", listed.metadata()).contains(XAI_DEMO_API_KEY));
+
+    // ... nor on failure, where the error's text quoting the key is scrubbed too.
+    app.sim.inject(echo_key("GET /v1/batches", Some(400)));
+    let err = app
+        .batches
+        .list_batches(pb::ListBatchesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("may not do this"),
+        "{}",
+        err.message()
+    );
+    assert_holds_no_key(&err, &[XAI_DEMO_API_KEY]);
+}
+
+#[tokio::test]
+async fn a_reflected_caller_key_never_reaches_the_caller() {
+    let mut app = spawn_app().await;
+    let caller_key = "xai-caller-own-key-0123456789";
+    app.sim.inject(echo_key("GET /v1/batches", Some(403)));
+    let err = app
+        .batches
+        .list_batches(with_key(pb::ListBatchesRequest::default(), caller_key))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_holds_no_key(&err, &[caller_key, XAI_DEMO_API_KEY]);
 }
