@@ -18,6 +18,9 @@ pub struct CallContext {
     pub deadline: Deadline,
     /// Sent upstream as `x-request-id`: the caller's own, or a fresh UUID.
     pub request_id: String,
+    /// The gateway's own key for this upstream, if configured: kept so that upstream
+    /// text can be checked for it even when the caller brought a key of its own.
+    pub managed_key: Option<Secret>,
 }
 
 impl CallContext {
@@ -39,7 +42,18 @@ impl CallContext {
             caller,
             deadline: Deadline::from_metadata(metadata, timeout_cap),
             request_id,
+            managed_key: managed_key.cloned(),
         })
+    }
+
+    /// Every credential of this call (the key it uses, and the gateway's key): text
+    /// from upstream must hold none of them before a caller sees it.
+    pub fn credentials(&self) -> Vec<&str> {
+        let mut keys = vec![self.caller.key.expose()];
+        if let Some(managed) = &self.managed_key {
+            keys.push(managed.expose());
+        }
+        keys
     }
 
     /// The same caller with a fresh deadline, for background work (e.g. a watch poller)

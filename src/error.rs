@@ -62,6 +62,13 @@ pub enum Error {
     /// The caller sent a request that breaks the contract; nothing was sent upstream.
     #[error("invalid request: {}", describe_violations(.0))]
     InvalidArgument(Vec<FieldViolation>),
+    /// The caller's message could not be read (bad protobuf, a string that is not
+    /// UTF-8, nesting past the decoder's limit, a corrupt compressed message).
+    #[error("the request message is malformed: {0}")]
+    MalformedRequest(String),
+    /// The caller's message is over the size the gateway accepts, compressed or not.
+    #[error("the request message is too large: {0}")]
+    RequestTooLarge(String),
     /// The caller's request conflicts with state the gateway holds (e.g. a reused request id).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -157,7 +164,8 @@ impl Error {
     /// The gRPC code this error is rendered with.
     pub fn code(&self) -> Code {
         match self {
-            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::MalformedRequest(_) => Code::InvalidArgument,
+            Error::RequestTooLarge(_) => Code::ResourceExhausted,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Upstream(failure) => failure
@@ -186,16 +194,27 @@ impl Error {
 
     /// True for trouble that may pass by itself (worth polling again later).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Internal
-        )
+        match self {
+            // A body that is not what the API documents reads the same way next
+            // time, and a message too large stays too large: asking again cannot help.
+            Error::UpstreamProtocol { .. } | Error::RequestTooLarge(_) => false,
+            Error::PartiallyAccepted { cause, .. } => cause.is_transient(),
+            _ => matches!(
+                self.code(),
+                Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::ResourceExhausted
+                    | Code::Internal
+            ),
+        }
     }
 
     /// A stable machine-readable reason for ErrorInfo.
     fn reason(&self) -> String {
         match self {
             Error::InvalidArgument(_) => "INVALID_REQUEST".into(),
+            Error::MalformedRequest(_) => "MALFORMED_REQUEST".into(),
+            Error::RequestTooLarge(_) => "REQUEST_TOO_LARGE".into(),
             Error::FailedPrecondition(_) => "FAILED_PRECONDITION".into(),
             Error::Unauthenticated(_) => "MISSING_CREDENTIALS".into(),
             Error::Upstream(f) => format!("UPSTREAM_HTTP_{}", f.status),
@@ -351,6 +370,28 @@ mod tests {
             info.metadata.get("upstream_request_id").map(String::as_str),
             Some("req-1")
         );
+    }
+
+    #[test]
+    fn a_malformed_upstream_body_is_not_transient() {
+        let malformed = Error::UpstreamProtocol {
+            upstream: sutro(),
+            status: 200,
+            detail: "expected an object".into(),
+        };
+        assert_eq!(malformed.code(), Code::Internal);
+        assert!(!malformed.is_transient());
+        let server_error = Error::Upstream(UpstreamFailure {
+            upstream: sutro(),
+            status: 500,
+            message: "oops".into(),
+            retry_after: None,
+            request_id: None,
+            meaning: None,
+        });
+        assert!(server_error.is_transient());
+        assert!(!Error::RequestTooLarge("5 MB".into()).is_transient());
+        assert!(!Error::MalformedRequest("bad varint".into()).is_transient());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! The binary in `main.rs` only parses the command line and calls into this library.
 
 pub mod cache;
+pub mod codec_errors;
 pub mod config;
 pub mod context;
 pub mod convert;

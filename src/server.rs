@@ -12,6 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 use crate::cache;
+use crate::codec_errors::DecodeErrorsLayer;
 use crate::config::{Config, MAX_MESSAGE_BYTES};
 use crate::idempotency;
 use crate::progress;
@@ -147,6 +148,8 @@ impl App {
             .trace_fn(rpc_span)
             .accept_http1(true)
             .layer(tonic_web::GrpcWebLayer::new())
+            // Inside grpc-web, so its callers get the same codes as gRPC's.
+            .layer(DecodeErrorsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -67,6 +67,14 @@ impl Violations {
         }
     }
 
+    /// Checks that `value` is a known value of the proto enum `E`: prost keeps an
+    /// unknown number as is, and reading it would silently give the default.
+    pub fn known_enum<E: TryFrom<i32>>(&mut self, field: &str, value: i32) {
+        if E::try_from(value).is_err() {
+            self.add(field, format!("{value} is not a known value of this enum"));
+        }
+    }
+
     /// `Ok` if nothing was recorded, else INVALID_ARGUMENT naming each field.
     pub fn finish(self) -> Result<()> {
         if self.0.is_empty() {
@@ -146,6 +154,21 @@ mod tests {
         for good in ["job-25edd4b9-e404-4176-86d2-f78c3fc6cbc3", "batch_1", "a.b"] {
             assert_eq!(unsafe_id(good), None, "{good:?}");
         }
+    }
+
+    #[test]
+    fn unknown_enum_values_are_named() {
+        use crate::proto::sutro::v1::AuthScope;
+        let mut v = Violations::new();
+        v.known_enum::<AuthScope>("scope", 2);
+        assert!(v.finish().is_ok());
+        let mut v = Violations::new();
+        v.known_enum::<AuthScope>("scope", 99);
+        let Err(Error::InvalidArgument(fields)) = v.finish() else {
+            panic!("expected a violation")
+        };
+        assert_eq!(fields[0].field, "scope");
+        assert!(fields[0].description.contains("99"), "{fields:?}");
     }
 
     #[test]

@@ -17,7 +17,9 @@ use super::respond::Upstream;
 /// The header a caller of the simulator sets to fault one request: `status=503`,
 /// `status=429;retry-after=2` (with `;retry-after-form=rfc850`, `asctime` or `imf` for a
 /// date), `delay-ms=3000`, `drop-after=2` (lines of the answer), or `reply=empty`,
-/// `reply=object` or `reply=no-content` (the work is done, its answer has no body).
+/// `reply=object` or `reply=no-content` (the work is done, its answer has no body), or
+/// `echo-key=1` (the caller's key comes back in `x-request-id`; with `status=`, in the
+/// error's text too).
 pub const FAULT_HEADER: &str = "x-sim-fault";
 
 const DEFAULT_FAULT_STATUSES: [u16; 5] = [429, 500, 502, 503, 524];
@@ -143,6 +145,9 @@ pub enum Fault {
     Delay(Duration),
     /// Send the answer's first `after_lines` lines, then break the connection.
     DropStream { after_lines: usize },
+    /// Reflect the caller's key into `x-request-id`, as a hostile upstream or proxy
+    /// might; with a status, answer that error, its text quoting the key too.
+    EchoKey { status: Option<u16> },
 }
 
 /// A fault for the next `times` requests on `route` (`"GET /v1/get-quotas"`, as in
@@ -268,6 +273,7 @@ pub fn parse_fault_header(text: &str) -> Option<Fault> {
     let mut retry_after_secs = None;
     let mut retry_after_form = RetryAfterForm::Seconds;
     let mut fault = None;
+    let mut echo_key = false;
     for part in text.split([';', ',']) {
         let (key, value) = part.split_once('=')?;
         let value = value.trim();
@@ -277,6 +283,7 @@ pub fn parse_fault_header(text: &str) -> Option<Fault> {
             "retry-after-form" => retry_after_form = RetryAfterForm::parse(value)?,
             "reply" => fault = Some(Fault::EmptyReply(EmptyReply::parse(value)?)),
             "delay-ms" => fault = Some(Fault::Delay(Duration::from_millis(value.parse().ok()?))),
+            "echo-key" => echo_key = value == "1" || value == "true",
             "drop-after" => {
                 fault = Some(Fault::DropStream {
                     after_lines: value.parse().ok()?,
@@ -284,6 +291,9 @@ pub fn parse_fault_header(text: &str) -> Option<Fault> {
             }
             _ => return None,
         }
+    }
+    if echo_key {
+        return Some(Fault::EchoKey { status });
     }
     status
         .map(|code| Fault::Status {
@@ -300,6 +310,15 @@ pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Ne
     let route = route_label(&request);
     let upstream = Upstream::of_path(request.uri().path());
     let fault = faults.admit(&route, request.headers());
+    // The key as sent, after its scheme word (`Key`, `Bearer`).
+    let key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_whitespace().last())
+        .unwrap_or_default()
+        .to_owned();
+    let mut echoed = None;
     let mut pending = PendingCall {
         faults: &faults,
         route: &route,
@@ -326,6 +345,16 @@ pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Ne
         Some(Fault::DropStream { after_lines }) => {
             cut_after_lines(next.run(request).await, after_lines)
         }
+        Some(Fault::EchoKey { status }) => {
+            echoed = Some(key.clone());
+            match status {
+                Some(code) => upstream.error(
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                    format!("the key {key} may not do this"),
+                ),
+                None => next.run(request).await,
+            }
+        }
         None => next.run(request).await,
     };
     pending.answered = true;
@@ -335,6 +364,9 @@ pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Ne
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", value);
         }
+    }
+    if let Some(value) = echoed.and_then(|key| HeaderValue::from_str(&key).ok()) {
+        response.headers_mut().insert("x-request-id", value);
     }
     response
 }
@@ -484,6 +516,14 @@ mod tests {
         assert_eq!(
             parse_fault_header("delay-ms=250"),
             Some(Fault::Delay(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            parse_fault_header("status=400;echo-key=1"),
+            Some(Fault::EchoKey { status: Some(400) })
+        );
+        assert_eq!(
+            parse_fault_header("echo-key=1"),
+            Some(Fault::EchoKey { status: None })
         );
         assert_eq!(
             parse_fault_header("drop-after=2"),

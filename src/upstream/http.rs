@@ -16,6 +16,7 @@ use url::Url;
 use crate::config::RetryPolicy;
 use crate::context::CallContext;
 use crate::error::{Error, Result, UpstreamFailure, UpstreamId};
+use crate::upstream::relay::{relayable_id, scrub};
 pub use crate::upstream::reply::Reply;
 
 /// How an upstream expects its key in the `Authorization` header.
@@ -147,7 +148,7 @@ impl UpstreamHttp {
         ctx: &CallContext,
     ) -> Result<Reply<T>> {
         let (status, request_id, body) = self.exchange(call, ctx).await?;
-        let body = self.decode(status, &body)?;
+        let body = self.decode(status, &body, ctx)?;
         Ok(Reply { body, request_id })
     }
 
@@ -163,7 +164,7 @@ impl UpstreamHttp {
         let body = if body.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            Some(self.decode(status, &body)?)
+            Some(self.decode(status, &body, ctx)?)
         };
         Ok(Reply { body, request_id })
     }
@@ -178,18 +179,27 @@ impl UpstreamHttp {
         self.with_retries(call, ctx, || async {
             let response = self.send_once(call, ctx).await?;
             let status = response.status();
-            let request_id = upstream_request_id(response.headers());
+            let request_id = upstream_request_id(response.headers(), ctx);
             let body = self.read_body(response).await?;
             Ok((status, request_id, body))
         })
         .await
     }
 
-    fn decode<T: DeserializeOwned>(&self, status: StatusCode, body: &Bytes) -> Result<T> {
+    fn decode<T: DeserializeOwned>(
+        &self,
+        status: StatusCode,
+        body: &Bytes,
+        ctx: &CallContext,
+    ) -> Result<T> {
         serde_json::from_slice(body).map_err(|e| Error::UpstreamProtocol {
             upstream: self.id.clone(),
             status: status.as_u16(),
-            detail: format!("body does not match the documented shape: {e}"),
+            // serde quotes the values it could not read, which come from upstream.
+            detail: scrub(
+                &format!("body does not match the documented shape: {e}"),
+                &ctx.credentials(),
+            ),
         })
     }
 
@@ -348,9 +358,9 @@ impl UpstreamHttp {
             .headers()
             .get(RETRY_AFTER)
             .and_then(parse_retry_after);
-        let request_id = upstream_request_id(response.headers());
+        let request_id = upstream_request_id(response.headers(), ctx);
         let body = response.bytes().await.unwrap_or_default();
-        let message = upstream_message(&body, status, ctx.caller.key.expose());
+        let message = upstream_message(&body, status, &ctx.credentials());
         Error::Upstream(UpstreamFailure {
             upstream: self.id.clone(),
             status: status.as_u16(),
@@ -407,11 +417,11 @@ fn retry_after(error: &Error) -> Option<Duration> {
     }
 }
 
-fn upstream_request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+/// The upstream's `x-request-id`, when it may be relayed to the caller (see
+/// [`relayable_id`]): it reaches both ErrorInfo and response metadata from here.
+fn upstream_request_id(headers: &HeaderMap, ctx: &CallContext) -> Option<String> {
+    let id = headers.get("x-request-id")?.to_str().ok()?;
+    relayable_id(id, &ctx.credentials())
 }
 
 /// Longest `Retry-After` taken at its word; a larger one is read as this.
@@ -431,10 +441,10 @@ pub fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// What the caller is told of an upstream error body: its text, with the key scrubbed
-/// out before it is shortened, so a key cut in half cannot slip through.
-fn upstream_message(body: &[u8], status: StatusCode, key: &str) -> String {
-    shorten(scrub(&error_text(body, status), key), 1024)
+/// What the caller is told of an upstream error body: its text, with every credential
+/// of the call scrubbed out before it is shortened, so a key cut in half cannot slip through.
+fn upstream_message(body: &[u8], status: StatusCode, credentials: &[&str]) -> String {
+    shorten(scrub(&error_text(body, status), credentials), 1024)
 }
 
 /// The human text of an error body: FastAPI `detail` (string, list or object),
@@ -483,15 +493,6 @@ fn shorten(mut text: String, max: usize) -> String {
         text.push('…');
     }
     text
-}
-
-/// Removes the caller's key from upstream text, in case an upstream echoes it.
-fn scrub(text: &str, secret: &str) -> String {
-    if secret.len() >= 4 && text.contains(secret) {
-        text.replace(secret, "***")
-    } else {
-        text.to_owned()
-    }
 }
 
 #[cfg(test)]
@@ -556,10 +557,13 @@ mod tests {
 
     #[test]
     fn echoed_keys_are_scrubbed() {
-        assert_eq!(scrub("bad key sk_live_1234", "sk_live_1234"), "bad key ***");
+        assert_eq!(
+            scrub("bad key sk_live_1234", &["sk_live_1234"]),
+            "bad key ***"
+        );
         // A key echoed across the length limit is scrubbed whole, not cut in half.
         let body = format!(r#"{{"detail": "{}sk_live_1234"}}"#, "x".repeat(1020));
-        let message = upstream_message(body.as_bytes(), StatusCode::BAD_REQUEST, "sk_live_1234");
+        let message = upstream_message(body.as_bytes(), StatusCode::BAD_REQUEST, &["sk_live_1234"]);
         assert!(!message.contains("sk_l"), "{message}");
     }
 }

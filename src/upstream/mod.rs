@@ -4,6 +4,7 @@
 pub mod base_url;
 pub mod http;
 pub mod lenient;
+pub mod relay;
 pub mod reply;
 pub mod sutro;
 pub mod sutro_models;

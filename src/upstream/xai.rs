@@ -102,20 +102,41 @@ impl XaiClient {
             .json_or_empty::<serde::de::IgnoredAny>(&call, ctx)
             .await
             .map_err(classify);
-        reply
-            .map(|r| Reply {
+        match reply {
+            Ok(r) => Ok(Reply {
                 body: (),
                 request_id: r.request_id,
-            })
-            .map_err(|error| match error {
-                // A batch that was cancelled, or sealed as file-based, takes no more
-                // requests: the caller's precondition, not a permission problem.
-                Error::Upstream(mut failure) if failure.status == 403 => {
-                    failure.meaning = Some(Code::FailedPrecondition);
-                    Error::Upstream(failure)
-                }
-                other => other,
-            })
+            }),
+            Err(Error::Upstream(failure)) if failure.status == 403 => {
+                Err(self.refused_add(batch_id, failure, ctx).await)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// A 403 on an add: a cancelled batch takes no more requests, which is the
+    /// caller's precondition; any other 403 (a key without the right) is a
+    /// permission problem. The batch is read to tell which, since the status alone
+    /// cannot; when that read fails too, nothing is known and the 403 stays as it is.
+    async fn refused_add(
+        &self,
+        batch_id: &str,
+        mut failure: crate::error::UpstreamFailure,
+        ctx: &CallContext,
+    ) -> Error {
+        let cancelled = match self.batch(batch_id, ctx).await {
+            Ok(batch) => {
+                batch.body.cancel_time.is_some() || batch.body.cancel_by_xai_message.is_some()
+            }
+            Err(error) => {
+                tracing::debug!(%error, "could not read the batch after a refused add");
+                false
+            }
+        };
+        if cancelled {
+            failure.meaning = Some(Code::FailedPrecondition);
+        }
+        Error::Upstream(failure)
     }
 
     /// `GET /v1/batches/{id}/requests?limit&pagination_token`.

@@ -151,7 +151,7 @@ impl BatchService for ServiceCore<XaiClient> {
     ) -> Result<Response<pb::ListBatchRequestMetadataResponse>, Status> {
         let ctx = self.context(&request)?;
         let request = request.into_inner();
-        validate::page(&request.batch_id, request.page_size, &request.page_token)?;
+        validate::list_request_metadata(&request)?;
         let wanted: HashSet<i32> = request.states.iter().copied().collect();
         let reply = self
             .client

@@ -47,6 +47,18 @@ pub fn page(batch_id: &str, page_size: i32, page_token: &str) -> Result<()> {
     v.finish()
 }
 
+/// A metadata page, and a state filter of known states only.
+pub fn list_request_metadata(request: &pb::ListBatchRequestMetadataRequest) -> Result<()> {
+    let mut v = Violations::new();
+    v.id("batch_id", &request.batch_id);
+    v.page_size("page_size", request.page_size, MAX_PAGE_SIZE);
+    v.page_token("page_token", &request.page_token);
+    for (i, state) in request.states.iter().enumerate() {
+        v.known_enum::<pb::batch_request_metadata::State>(&format!("states[{i}]"), *state);
+    }
+    v.finish()
+}
+
 pub fn stream_results(request: &pb::StreamBatchResultsRequest) -> Result<()> {
     let mut v = Violations::new();
     v.id("batch_id", &request.batch_id);

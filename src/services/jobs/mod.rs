@@ -275,7 +275,9 @@ impl JobService for ServiceCore<SutroClient> {
         request: Request<pb::CheckAuthRequest>,
     ) -> Result<Response<pb::CheckAuthResponse>, Status> {
         let ctx = self.context(&request)?;
-        let through_batch = request.into_inner().scope() == pb::AuthScope::BatchService;
+        let request = request.into_inner();
+        validate::check_auth(&request)?;
+        let through_batch = request.scope() == pb::AuthScope::BatchService;
         let reply = self.client.check_auth(through_batch, &ctx).await?;
         if !reply.body.authenticated {
             return Err(Error::Unauthenticated("Sutro did not accept the API key".into()).into());

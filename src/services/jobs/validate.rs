@@ -19,6 +19,12 @@ pub fn job_id(id: &str) -> Result<()> {
     v.finish()
 }
 
+pub fn check_auth(request: &pb::CheckAuthRequest) -> Result<()> {
+    let mut v = Violations::new();
+    v.known_enum::<pb::AuthScope>("scope", request.scope);
+    v.finish()
+}
+
 pub fn create_job(request: &pb::CreateJobRequest) -> Result<()> {
     let mut v = Violations::new();
     if request.model.trim().is_empty() {
