@@ -28,7 +28,8 @@ pub(crate) enum Freshness {
     Expired,
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// The cache's clock: unix milliseconds, as entries record when the upstream answered.
+pub fn now_ms() -> u64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -71,9 +71,19 @@ impl StatusCache for MemoryCache {
         self.lookup(key, refresh).boxed()
     }
 
-    fn revalidate<'a>(&'a self, key: &'a str, refresh: Refresh) -> BoxFuture<'a, Result<Lookup>> {
+    fn revalidate<'a>(
+        &'a self,
+        key: &'a str,
+        refresh: Refresh,
+        not_before_ms: u64,
+    ) -> BoxFuture<'a, Result<Lookup>> {
         // In process every flight reads upstream, so joining one in progress is enough.
         async move {
+            if let Some(entry) = self.entries.get(key).await
+                && entry.fetched_at_ms > not_before_ms
+            {
+                return Ok(entry.lookup(Outcome::Miss));
+            }
             let filled = self.refresh(key, refresh).await?;
             Ok(filled.entry.lookup(Outcome::Miss))
         }
@@ -127,6 +137,36 @@ mod tests {
             })
         }
         .boxed()
+    }
+
+    #[tokio::test]
+    async fn a_revalidation_that_lost_the_race_with_a_finished_read_reads_nothing() {
+        let cache = MemoryCache::new(policy(), 1_000);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let arrived = crate::cache::now_ms();
+        // Another caller's read finishes after this one arrived, before it joins.
+        cache
+            .revalidate("job", counted(&calls, "read for us", false), arrived)
+            .await
+            .unwrap();
+        let late = cache
+            .revalidate("job", counted(&calls, "again", false), arrived)
+            .await
+            .unwrap();
+        assert_eq!(late.bytes.as_ref(), b"read for us");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A caller that arrived after that read still reads for itself.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let fresh = cache
+            .revalidate(
+                "job",
+                counted(&calls, "later", false),
+                crate::cache::now_ms(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(fresh.bytes.as_ref(), b"later");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +257,11 @@ mod tests {
         assert_eq!((hit.outcome, hit.is_final), (Outcome::Hit, true));
 
         let again = cache
-            .revalidate("job", counted(&calls, "checked", true))
+            .revalidate(
+                "job",
+                counted(&calls, "checked", true),
+                crate::cache::now_ms(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -237,7 +281,11 @@ mod tests {
 
         // A live state read before the final one was written never replaces it...
         let late = cache
-            .revalidate("job", counted(&calls, "running", false))
+            .revalidate(
+                "job",
+                counted(&calls, "running", false),
+                crate::cache::now_ms(),
+            )
             .await
             .unwrap();
         assert_eq!((late.bytes.as_ref(), late.is_final), (&b"again"[..], true));

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::shared_redis::SharedRedis;
 
+pub use self::entry::now_ms;
 pub use self::memory::MemoryCache;
 pub use self::redis::RedisCache;
 
@@ -124,8 +125,16 @@ pub trait StatusCache: Send + Sync + 'static {
 
     /// Reads `key` upstream now, whatever is cached, and stores the answer (MISS). For a
     /// caller whose credential nobody vouched for lately: a cached entry proves nothing
-    /// about it. Concurrent revalidations of `key` on this replica share one read.
-    fn revalidate<'a>(&'a self, key: &'a str, refresh: Refresh) -> BoxFuture<'a, Result<Lookup>>;
+    /// about it. Concurrent revalidations of `key` on this replica share one read, and an
+    /// entry the upstream answered after `not_before_ms` (unix ms; the caller's
+    /// arrival) is used as it is: it was read for this tenant since the caller came, so a
+    /// caller that lost the race with a finished read does not read again.
+    fn revalidate<'a>(
+        &'a self,
+        key: &'a str,
+        refresh: Refresh,
+        not_before_ms: u64,
+    ) -> BoxFuture<'a, Result<Lookup>>;
 
     /// Stores what was just read upstream (watch pollers write what they see).
     fn put<'a>(&'a self, key: &'a str, fetched: Fetched) -> BoxFuture<'a, ()>;

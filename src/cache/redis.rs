@@ -245,7 +245,12 @@ impl StatusCache for RedisCache {
         self.lookup(key, refresh).boxed()
     }
 
-    fn revalidate<'a>(&'a self, key: &'a str, refresh: Refresh) -> BoxFuture<'a, Result<Lookup>> {
+    fn revalidate<'a>(
+        &'a self,
+        key: &'a str,
+        refresh: Refresh,
+        not_before_ms: u64,
+    ) -> BoxFuture<'a, Result<Lookup>> {
         let shared = self.shared.clone();
         let owned_key = key.to_string();
         let flight = self.revalidations.join(key, move || {
@@ -259,7 +264,15 @@ impl StatusCache for RedisCache {
             }
             .boxed()
         });
-        async move { Ok(flight.await?.entry.lookup(Outcome::Miss)) }.boxed()
+        async move {
+            if let Some(entry) = self.shared.l1.get(key).await
+                && entry.fetched_at_ms > not_before_ms
+            {
+                return Ok(entry.lookup(Outcome::Miss));
+            }
+            Ok(flight.await?.entry.lookup(Outcome::Miss))
+        }
+        .boxed()
     }
 
     fn put<'a>(&'a self, key: &'a str, fetched: Fetched) -> BoxFuture<'a, ()> {

@@ -92,6 +92,7 @@ where
     Fut: Future<Output = Result<Reply<M>>> + Send + 'static,
 {
     let rendered = key.to_string();
+    let arrived_ms = crate::cache::now_ms();
     let request_id = Arc::new(Mutex::new(None));
     let refresh = {
         let (auth, tenant, request_id) = (auth.clone(), key.tenant.clone(), request_id.clone());
@@ -120,7 +121,7 @@ where
     let lookup = if auth.vouches_for(&key.tenant) {
         cache.get_or_refresh(&rendered, refresh.clone().boxed())
     } else {
-        cache.revalidate(&rendered, refresh.clone().boxed())
+        cache.revalidate(&rendered, refresh.clone().boxed(), arrived_ms)
     };
     let lookup = wait.bound(lookup).await?;
     // An event on the RPC's span; the key is left out (it names the tenant and resource).
@@ -138,7 +139,7 @@ where
             tracing::warn!(%error, kind = key.kind, "a cached entry does not decode; reading it upstream");
             cache.invalidate(&rendered).await;
             let lookup = wait
-                .bound(cache.revalidate(&rendered, refresh.boxed()))
+                .bound(cache.revalidate(&rendered, refresh.boxed(), u64::MAX))
                 .await?;
             let body = M::decode(lookup.bytes.as_ref()).map_err(|e| {
                 Error::Internal(format!("an upstream {} does not re-decode: {e}", key.kind))

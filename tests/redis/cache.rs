@@ -284,7 +284,11 @@ async fn a_late_live_write_never_replaces_a_final_entry() {
         .await;
     // The reader's revalidation read RUNNING before the FINAL was written.
     let late = reader
-        .revalidate(KEY, upstream.read("running", false))
+        .revalidate(
+            KEY,
+            upstream.read("running", false),
+            batchgate::cache::now_ms(),
+        )
         .await
         .unwrap();
     assert_eq!((late.bytes.as_ref(), late.is_final), (&b"final"[..], true));
