@@ -19,4 +19,6 @@ pub mod shared_redis;
 pub mod sim;
 pub mod telemetry;
 pub mod tenant;
+#[cfg(test)]
+mod test_logs;
 pub mod upstream;

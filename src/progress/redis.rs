@@ -221,36 +221,17 @@ impl<T> Inner<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
     use crate::keys::kind;
     use crate::shared_redis::RedisTarget;
-
-    /// Collects log lines written while a test runs.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_logs::Captured;
 
     #[tokio::test]
     async fn without_redis_every_resource_is_still_watched_and_it_is_logged_once() {
         let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let _guard = logs.install();
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -299,7 +280,7 @@ mod tests {
             3,
             "one local poller per resource"
         );
-        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        let text = logs.text();
         assert_eq!(
             text.matches("watches fall back to a poller per replica")
                 .count(),

@@ -223,31 +223,10 @@ fn describe_target(target: &RedisTarget) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::Mutex;
     use std::time::Instant;
 
     use super::*;
-
-    /// Collects log lines written while a test runs.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-        }
-    }
+    use crate::test_logs::Captured;
 
     fn target(url: &str) -> RedisTarget {
         RedisTarget::from_settings(Some(url), None)
@@ -267,12 +246,7 @@ mod tests {
     #[tokio::test]
     async fn redis_going_away_is_logged_once_and_never_with_the_password() {
         let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let _guard = logs.install();
 
         let url = format!("redis://:pw_never_shown@127.0.0.1:{}", closed_port());
         let redis = SharedRedis::connect(&target(&url), Duration::from_millis(200)).unwrap();
