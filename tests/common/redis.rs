@@ -172,6 +172,13 @@ impl RedisCluster {
         let addrs: Vec<String> = self.nodes.iter().map(RedisServer::addr).collect();
         addrs.join(",")
     }
+
+    /// The gateway's Redis target for this Cluster.
+    pub fn target(&self) -> batchgate::shared_redis::RedisTarget {
+        batchgate::shared_redis::RedisTarget::from_settings(None, Some(&self.nodes_setting()))
+            .expect("valid Cluster nodes")
+            .expect("a Redis target")
+    }
 }
 
 /// A port that is free, not 6379, and whose cluster bus port (+10000) is free too.

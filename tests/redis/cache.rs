@@ -376,9 +376,7 @@ async fn two_replicas_on_one_redis_share_entries_and_take_turns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_a_cluster_share_entries_and_take_turns() {
     let cluster = RedisCluster::start();
-    let target = RedisTarget::from_settings(None, Some(&cluster.nodes_setting()))
-        .unwrap()
-        .unwrap();
+    let target = cluster.target();
     two_replicas_share_entries_and_take_turns(target).await;
 }
 

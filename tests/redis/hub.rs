@@ -139,9 +139,7 @@ async fn three_replicas_share_one_poller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_one_poller_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let target = RedisTarget::from_settings(None, Some(&cluster.nodes_setting()))
-        .unwrap()
-        .unwrap();
+    let target = cluster.target();
     one_poller_for_three_replicas(target).await;
 }
 
@@ -291,9 +289,7 @@ async fn hints_wake_followers_before_their_timer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_hints_wake_followers_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let target = RedisTarget::from_settings(None, Some(&cluster.nodes_setting()))
-        .unwrap()
-        .unwrap();
+    let target = cluster.target();
     hints_wake_followers(target).await;
 }
 
@@ -488,9 +484,7 @@ async fn each_value_reaches_followers_by_hint_on_one_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_value_reaches_followers_by_hint_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let target = RedisTarget::from_settings(None, Some(&cluster.nodes_setting()))
-        .unwrap()
-        .unwrap();
+    let target = cluster.target();
     each_value_reaches_followers_by_hint(target).await;
 }
 

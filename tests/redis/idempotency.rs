@@ -151,9 +151,7 @@ async fn two_replicas_racing_one_request_id_create_once() {
 #[tokio::test]
 async fn two_replicas_racing_one_request_id_create_once_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let target = RedisTarget::from_settings(None, Some(&cluster.nodes_setting()))
-        .expect("valid nodes")
-        .expect("a target");
+    let target = cluster.target();
     two_replicas_race_one_request_id(target).await;
 }
 
