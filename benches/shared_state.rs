@@ -7,6 +7,9 @@
 //! Everything runs in this process on a multi-threaded runtime: the ratios compare
 //! cases that pay the same client costs, measured in interleaved rounds.
 
+#[path = "support/mem.rs"]
+#[allow(dead_code)]
+mod mem;
 #[path = "../tests/common/redis.rs"]
 #[allow(dead_code)]
 mod redis_server;
@@ -17,6 +20,13 @@ use shared::{polling, throughput, watchers};
 #[tokio::main]
 async fn main() {
     batchgate::upstream::http::install_crypto_provider();
+    // `RUST_LOG=info` shows what the gateways log (lease takeovers, Redis fallbacks).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     println!(
         "# batchgate shared-state benchmark{} — {} CPUs, load average at start: {}",

@@ -77,9 +77,9 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_WATCH_POLL_MS")]
     pub watch_poll_ms: Option<u64>,
 
-    /// Least time between two PROGRESS messages to one watcher, in milliseconds; the
-    /// changes in between are merged (the latest wins), FINAL waits one interval at most.
-    /// Bounds what a fast upstream costs per watcher; 0 sends every change [default: 100].
+    /// Least time between two changes a resource's watchers are sent, in milliseconds;
+    /// the changes in between are merged (the latest wins), FINAL never waits. Bounds
+    /// what a fast upstream costs per watcher; 0 sends every change [default: 100].
     #[arg(long, env = "BATCHGATE_WATCH_MIN_INTERVAL_MS")]
     pub watch_min_interval_ms: Option<u64>,
 
@@ -263,7 +263,7 @@ pub struct Config {
     pub watch_heartbeat: Duration,
     /// WatchJob status poll interval.
     pub watch_poll: Duration,
-    /// Least time between two PROGRESS messages to one watcher.
+    /// Least time between two changes a resource's watchers are sent.
     pub watch_min_interval: Duration,
     /// Longest watch of one job.
     pub watch_max: Duration,

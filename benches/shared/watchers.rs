@@ -1,6 +1,6 @@
 //! Watch fan-out over three replicas sharing Redis: 10 000 watchers of one job (1 000
 //! with `--quick`) → upstream progress streams, FINAL lag after the upstream completed,
-//! and Redis commands per upstream change, against one watcher on one replica.
+//! and Redis commands per upstream change, against one watcher; three rounds each.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,6 +9,7 @@ use batchgate::sim::{self, SimConfig};
 use futures_util::future::join_all;
 
 use super::Replicas;
+use crate::mem;
 use crate::redis_server::RedisServer;
 
 const PROGRESS_ROUTE: &str = "GET /v1/stream-job-progress/{job_id}";
@@ -22,15 +23,32 @@ pub async fn run(quick: bool) {
          against 1 watcher ({ROWS} rows at 100 rows/s)"
     );
     println!(
-        "| case | upstream progress streams | watchers with FINAL | FINAL lag after upstream completion (first / median / last) | PROGRESS messages to one watcher | Redis commands | Redis commands per PROGRESS change |"
+        "| round | case | upstream progress streams | watchers with FINAL | FINAL lag after upstream completion (first / median / last) | PROGRESS messages to one watcher | Redis commands | Redis commands per PROGRESS change | CPU of this process (2 CPUs at most) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let redis = RedisServer::start();
-    one_run(&redis, 3, watchers).await;
-    one_run(&redis, 3, 1).await;
+    let mut lasts = Vec::new();
+    for round in 1..=ROUNDS {
+        lasts.push(one_run(&redis, round, 3, watchers).await);
+        one_run(&redis, round, 3, 1).await;
+    }
+    lasts.sort();
+    println!(
+        "\nFINAL to the last of {watchers} watchers, median of {ROUNDS} rounds: {:.0} ms (goal ≤ 250 ms)",
+        lasts[lasts.len() / 2].as_secs_f64() * 1e3
+    );
 }
 
-async fn one_run(redis: &RedisServer, replicas_count: usize, watchers: usize) {
+/// Rounds of each case: the lag depends on how busy 2 CPUs are at that moment.
+const ROUNDS: usize = 3;
+
+/// One case; returns the FINAL lag of the last watcher.
+async fn one_run(
+    redis: &RedisServer,
+    round: usize,
+    replicas_count: usize,
+    watchers: usize,
+) -> Duration {
     let sim = SimConfig {
         rows_per_second: 100.0,
         ..SimConfig::fast()
@@ -42,6 +60,7 @@ async fn one_run(redis: &RedisServer, replicas_count: usize, watchers: usize) {
         channels.extend(replicas.connect(replica, 8).await);
     }
     let commands_before = redis_commands(redis);
+    let (cpu_before, started) = (mem::cpu_seconds(), std::time::Instant::now());
     let streams = join_all((0..watchers).map(|n| {
         let mut client = JobServiceClient::new(channels[n % channels.len()].clone());
         let job_id = job_id.clone();
@@ -67,6 +86,7 @@ async fn one_run(redis: &RedisServer, replicas_count: usize, watchers: usize) {
         (progress, final_at)
     }))
     .await;
+    let cpu = (mem::cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64();
     let commands = redis_commands(redis).saturating_sub(commands_before);
     let streams_opened = replicas.sim.calls(PROGRESS_ROUTE);
     let completed = completed_at(&replicas, &job_id).await;
@@ -79,15 +99,17 @@ async fn one_run(redis: &RedisServer, replicas_count: usize, watchers: usize) {
     };
     let progress_one = ends.first().map_or(0, |(p, _)| *p);
     println!(
-        "| {watchers} watcher(s) | {streams_opened} | {} | {:.0} / {:.0} / {:.0} ms | {progress_one} | {commands} | {:.1} |",
+        "| {round} | {watchers} watcher(s) | {streams_opened} | {} | {:.0} / {:.0} / {:.0} ms | {progress_one} | {commands} | {:.1} | {:.0} % of a CPU |",
         finals.len(),
         lag(finals.first()).as_secs_f64() * 1e3,
         lag(finals.get(finals.len() / 2)).as_secs_f64() * 1e3,
         lag(finals.last()).as_secs_f64() * 1e3,
         commands as f64 / progress_one.max(1) as f64,
+        cpu * 100.0,
     );
     drop(channels);
     replicas.stop().await;
+    lag(finals.last())
 }
 
 /// Commands the Redis server has processed so far (`INFO stats`).

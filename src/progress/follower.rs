@@ -8,6 +8,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::pace::Pacer;
 use super::redis::{Inner, Local};
 use super::scripts::{Names, Role};
 use super::wire;
@@ -41,7 +42,8 @@ pub(super) struct Follower<T> {
     hub: Arc<Inner<T>>,
     name: String,
     names: Names,
-    out: watch::Sender<WatchState<T>>,
+    /// Feeds the channel every local subscriber reads.
+    pacer: Pacer<T>,
     start: StartPoller<T>,
     poller: Option<Poller<T>>,
     mode: Mode,
@@ -68,9 +70,9 @@ where
         hub.running.send_modify(|n| *n += 1);
         Self {
             names: Names::new(&name),
+            pacer: Pacer::new(out, hub.timing.pace),
             hub,
             name,
-            out,
             start,
             poller: None,
             mode: Mode::Follower,
@@ -98,6 +100,7 @@ where
                 // The holder's own hint tells it nothing new.
                 () = hint.notified(), if self.mode != Mode::Holder => self.tick().await,
                 polled = changed(&mut self.poller) => self.forward(polled.is_ok()).await,
+                () = self.pacer.due() => self.release_held().await,
             };
             if finished || self.idle() {
                 break;
@@ -115,7 +118,7 @@ where
     /// One round trip: says this replica still watches, renews or takes the lease,
     /// and reads the snapshot. Returns true when the watch is over.
     async fn tick(&mut self) -> bool {
-        let interested = self.out.receiver_count() > 0;
+        let interested = self.pacer.out().receiver_count() > 0;
         // Only a replica with watchers of its own takes the lease (a holder keeps it).
         let may_lead = interested || self.poller.is_some();
         let read = self
@@ -181,11 +184,28 @@ where
             return true;
         }
         let state = poller.rx.borrow_and_update().clone();
-        self.out.send_replace(state.clone());
-        if self.mode == Mode::Holder {
-            return self.write(&state).await;
+        let terminal = wire::is_terminal(&state);
+        if self.pacer.offer(state) && self.mode == Mode::Holder {
+            return self.write_passed().await;
         }
-        wire::is_terminal(&state)
+        terminal
+    }
+
+    /// A held value's interval is over: it goes to local subscribers and, from the
+    /// holder, to the cluster. Returns true when the watch is over (never: only live
+    /// values are held).
+    async fn release_held(&mut self) -> bool {
+        if self.pacer.release() && self.mode == Mode::Holder {
+            return self.write_passed().await;
+        }
+        false
+    }
+
+    /// The holder writes what its subscribers were just given: the cluster's
+    /// snapshots are paced like the local fan-out.
+    async fn write_passed(&mut self) -> bool {
+        let state = self.pacer.out().borrow().clone();
+        self.write(&state).await
     }
 
     /// The holder writes `state` for the cluster. Returns true when it was the last.
@@ -221,7 +241,7 @@ where
         // The holder's own snapshot only echoes what it published; a terminal one
         // written by anyone ends the watch everywhere.
         if self.mode != Mode::Holder || terminal {
-            self.out.send_replace(state);
+            self.pacer.offer(state);
         }
         self.last_read = Some(bytes);
         terminal
@@ -263,15 +283,15 @@ where
         }
         // Checked under the registry's lock, which `subscribe` holds while it joins.
         let mut locals = self.hub.lock();
-        if self.out.receiver_count() > 0 {
+        if self.pacer.out().receiver_count() > 0 {
             return false;
         }
-        forget(&mut locals, &self.name, &self.out);
+        forget(&mut locals, &self.name, self.pacer.out());
         true
     }
 
     fn forget(&self) {
-        forget(&mut self.hub.lock(), &self.name, &self.out);
+        forget(&mut self.hub.lock(), &self.name, self.pacer.out());
     }
 }
 

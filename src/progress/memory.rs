@@ -1,23 +1,28 @@
-//! The in-process hub: a `tokio::sync::watch` channel per key, fed by one poller task
-//! that starts with the first subscriber and stops with the last (or when it is done).
+//! The in-process hub: a `tokio::sync::watch` channel per key, fed (paced) by one
+//! poller task that starts with the first subscriber and stops with the last or done.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::pace::Pacer;
 use super::{ProgressHub, Publisher, StartPoller, WatchState};
 use crate::keys::ResourceKey;
 
 /// Shares one poller per key among all local subscribers.
 pub struct MemoryHub<T> {
     channels: Arc<Mutex<Channels<T>>>,
+    pace: Duration,
 }
 
-impl<T> Default for MemoryHub<T> {
-    fn default() -> Self {
+impl<T> MemoryHub<T> {
+    /// A hub whose subscribers see at most one change per `pace` (zero: every change).
+    pub fn new(pace: Duration) -> Self {
         Self {
             channels: Arc::default(),
+            pace,
         }
     }
 }
@@ -40,13 +45,33 @@ where
         channels.insert(key.clone(), sender.clone());
         drop(channels);
 
-        let poller = start(Publisher::new(sender.clone()));
+        let (polled, mut read) = watch::channel(WatchState::Connecting);
+        let poller = start(Publisher::new(polled));
+        let mut pacer = Pacer::new(sender.clone(), self.pace);
         let registry = self.channels.clone();
         tokio::spawn(async move {
             tokio::pin!(poller);
             loop {
                 tokio::select! {
-                    () = &mut poller => break,
+                    () = &mut poller => {
+                        // What it published last goes out now, unpaced.
+                        let last = read.borrow_and_update();
+                        if last.has_changed() {
+                            pacer.offer(last.clone());
+                        }
+                        pacer.release();
+                        break;
+                    }
+                    changed = read.changed() => {
+                        if changed.is_err() {
+                            pacer.release();
+                            break;
+                        }
+                        pacer.offer(read.borrow_and_update().clone());
+                    }
+                    () = pacer.due() => {
+                        pacer.release();
+                    }
                     () = sender.closed() => {
                         // Checked under the registry's lock, which `subscribe` holds while
                         // it joins: nobody can join between the check and the removal.
@@ -93,7 +118,6 @@ fn forget<T>(channels: &mut Channels<T>, key: &str, sender: &watch::Sender<Watch
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     fn key(id: &str) -> ResourceKey {
         ResourceKey::new("t", "sutro", crate::keys::kind::WATCH, id)
@@ -101,7 +125,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_subscribers_share_one_poller_which_stops_with_the_last() {
-        let hub = MemoryHub::<u64>::default();
+        let hub = MemoryHub::<u64>::new(Duration::ZERO);
         let started = Arc::new(AtomicUsize::new(0));
         let mut receivers = Vec::new();
         for _ in 0..1000 {
@@ -136,7 +160,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_poller_keeps_its_last_value_for_late_readers() {
-        let hub = MemoryHub::<String>::default();
+        let hub = MemoryHub::<String>::new(Duration::ZERO);
         let mut rx = hub.subscribe(
             &key("job-2"),
             Arc::new(|publisher| Box::pin(async move { publisher.publish("done".into(), true) })),
@@ -148,8 +172,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn changes_are_paced_but_the_final_value_is_not() {
+        let hub = MemoryHub::<u64>::new(Duration::from_secs(5));
+        let mut rx = hub.subscribe(
+            &key("job-4"),
+            Arc::new(|publisher| {
+                Box::pin(async move {
+                    publisher.publish(1, false);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    publisher.publish(2, false);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    publisher.publish(3, true);
+                    std::future::pending::<()>().await;
+                })
+            }),
+        );
+        let mut seen = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(1), async {
+            while rx.changed().await.is_ok() {
+                if let WatchState::Live { value, done, .. } = &*rx.borrow_and_update() {
+                    seen.push(*value);
+                    if *done {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the final value waited out the pace: {seen:?}"
+        );
+        assert_eq!(seen, [1, 3], "2 came within the pace of 1 and was merged");
+    }
+
+    #[tokio::test]
     async fn tenants_never_share_a_poller() {
-        let hub = MemoryHub::<u64>::default();
+        let hub = MemoryHub::<u64>::new(Duration::ZERO);
         let idle =
             || -> StartPoller<u64> { Arc::new(|_publisher| Box::pin(std::future::pending())) };
         let a = hub.subscribe(&key("job-3"), idle());

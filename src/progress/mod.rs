@@ -4,6 +4,7 @@
 mod follower;
 mod hints;
 mod memory;
+mod pace;
 mod redis;
 mod scripts;
 mod stream;
@@ -29,8 +30,6 @@ use crate::shared_redis::SharedRedis;
 pub struct WatchTiming {
     /// Heartbeat interval per watcher.
     pub heartbeat: Duration,
-    /// Least time between two PROGRESS messages to one watcher.
-    pub min_interval: Duration,
     /// Upstream poll interval (also the longest silence tolerated on a stream).
     pub poll: Duration,
     /// Cap on each upstream call a watcher makes.
@@ -44,7 +43,6 @@ impl WatchTiming {
     pub fn from_config(config: &Config) -> Self {
         Self {
             heartbeat: config.watch_heartbeat,
-            min_interval: config.watch_min_interval,
             poll: config.watch_poll,
             call_timeout: config.upstream_timeout,
             max: config.watch_max,
@@ -125,7 +123,7 @@ where
             HubTiming::from_config(config),
             new_replica_id(),
         )),
-        None => Arc::new(MemoryHub::default()),
+        None => Arc::new(MemoryHub::new(config.watch_min_interval)),
     }
 }
 

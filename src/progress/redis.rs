@@ -33,15 +33,22 @@ pub struct HubTiming {
     /// How long a snapshot outlives its last write, so late subscribers read a final
     /// value instead of starting a poller.
     pub snapshot_ttl: Duration,
+    /// Least time between two changes a replica's subscribers see (and the holder
+    /// writes): `watch_min_interval_ms`.
+    pub pace: Duration,
 }
 
 impl HubTiming {
     /// The timing `config` asks for; renews and re-reads every third of the lease.
     pub fn from_config(config: &Config) -> Self {
-        Self::new(config.watch_lease, config.watch_grace)
+        Self {
+            pace: config.watch_min_interval,
+            ..Self::new(config.watch_lease, config.watch_grace)
+        }
     }
 
-    /// Timing for `lease` and `grace`, the other knobs derived from them.
+    /// Timing for `lease` and `grace`, the other knobs derived from them; changes
+    /// unpaced.
     pub fn new(lease: Duration, grace: Duration) -> Self {
         Self {
             lease,
@@ -54,6 +61,7 @@ impl HubTiming {
             // about lease + lease/3.
             reread: (lease / 3).max(Duration::from_millis(10)),
             snapshot_ttl: (lease * 12).max(Duration::from_secs(60)),
+            pace: Duration::ZERO,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use futures_util::Stream;
 use tokio::sync::watch;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -51,7 +51,6 @@ where
 {
     async_stream::stream! {
         let mut first = true;
-        let mut last_sent = Instant::now();
         loop {
             let state = rx.borrow_and_update().clone();
             match state {
@@ -68,7 +67,6 @@ where
                     let kind = if first { EventKind::Snapshot } else { EventKind::Progress };
                     first = false;
                     yield Ok(message(kind, value, observed_at));
-                    last_sent = Instant::now();
                 }
             }
             loop {
@@ -78,31 +76,9 @@ where
                         return;
                     }
                     changed = timeout(timing.heartbeat, rx.changed()) => match changed {
-                        Ok(Ok(())) => {
-                            // The last message never waits: it comes once per watcher,
-                            // and with thousands of watchers per replica an interval
-                            // here was most of FINAL's delay after the upstream finished.
-                            let last = matches!(
-                                &*rx.borrow(),
-                                WatchState::Failed(_) | WatchState::Live { done: true, .. }
-                            );
-                            if last {
-                                break;
-                            }
-                            // A change sooner than `min_interval` after the last message
-                            // waits out the rest of it, and whatever changes meanwhile
-                            // merges in (the latest wins). A plain sleep, not a wait on
-                            // the channel: waking every watcher on every change is the
-                            // cost this bounds. So FINAL can wait one interval at most.
-                            let since = last_sent.elapsed();
-                            if since < timing.min_interval {
-                                tokio::select! {
-                                    () = tokio::time::sleep(timing.min_interval - since) => {}
-                                    () = shutdown.cancelled() => {}
-                                }
-                            }
-                            break;
-                        }
+                        // Changes come paced by the hub (one per `watch_min_interval`
+                        // per resource), so each one is sent as it comes.
+                        Ok(Ok(())) => break,
                         Ok(Err(_)) => {
                             yield Err(Status::unavailable(format!("the watcher stopped; call {rpc} again to resume")));
                             return;
@@ -120,45 +96,5 @@ where
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use futures_util::StreamExt;
-
-    use super::*;
-    use crate::progress::Publisher;
-
-    #[tokio::test]
-    async fn the_final_message_does_not_wait_out_the_min_interval() {
-        let (tx, rx) = watch::channel(WatchState::Connecting);
-        let publisher = Publisher::new(tx);
-        publisher.publish(1_u64, false);
-        let timing = WatchTiming {
-            heartbeat: Duration::from_secs(60),
-            min_interval: Duration::from_secs(5),
-            poll: Duration::from_secs(1),
-            call_timeout: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        };
-        let stream = watcher_stream(
-            rx,
-            timing,
-            CancellationToken::new(),
-            "Watch",
-            |kind, value, _| (kind, value),
-        );
-        let mut stream = std::pin::pin!(stream);
-        let first = stream.next().await.map(|m| m.ok());
-        assert_eq!(first, Some(Some((EventKind::Snapshot, 1))));
-        publisher.publish(2, true);
-        let last = tokio::time::timeout(Duration::from_secs(1), stream.next())
-            .await
-            .expect("FINAL without waiting out the min interval")
-            .map(|m| m.ok());
-        assert_eq!(last, Some(Some((EventKind::Final, 2))));
     }
 }
