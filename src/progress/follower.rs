@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::hints::Hint;
 use super::pace::Pacer;
 use super::redis::{Inner, Local};
 use super::scripts::{Names, Role};
@@ -53,6 +54,9 @@ pub(super) struct Follower<T> {
     last_watched: Instant,
     /// The snapshot last applied, so an unchanged one wakes nobody.
     last_read: Option<Vec<u8>>,
+    /// When the holder observed the live value last applied: a hint overtaken by a
+    /// re-read of a newer snapshot must not take subscribers back.
+    last_observed: Option<(i64, i32)>,
 }
 
 impl<T> Follower<T>
@@ -79,11 +83,12 @@ where
             failures: 0,
             last_watched: Instant::now(),
             last_read: None,
+            last_observed: None,
         }
     }
 
     pub(super) async fn run(mut self) {
-        let hint: Arc<Notify> = self.hub.hints.follow(&self.names.channel);
+        let hint: Arc<Hint> = self.hub.hints.follow(&self.names.channel);
         // `interval` panics on zero; a re-read more often than this only costs Redis.
         let every = self
             .hub
@@ -97,8 +102,12 @@ where
                 () = self.hub.stop.cancelled() => return,
                 () = self.hub.leaving.cancelled() => break,
                 _ = tick.tick() => self.tick().await,
-                // The holder's own hint tells it nothing new.
-                () = hint.notified(), if self.mode != Mode::Holder => self.tick().await,
+                // The holder's own hint tells it nothing new. A hint that carries the
+                // snapshot saves a round trip; one that does not asks for a re-read.
+                snapshot = hint.next(), if self.mode != Mode::Holder => match snapshot {
+                    Some(bytes) => self.apply(bytes),
+                    None => self.tick().await,
+                },
                 polled = changed(&mut self.poller) => self.forward(polled.is_ok()).await,
                 () = self.pacer.due() => self.release_held().await,
             };
@@ -238,6 +247,13 @@ where
             return false;
         };
         let terminal = wire::is_terminal(&state);
+        if let WatchState::Live { observed_at, .. } = &state {
+            let observed = (observed_at.seconds, observed_at.nanos);
+            if !terminal && self.last_observed.is_some_and(|last| observed < last) {
+                return false;
+            }
+            self.last_observed = Some(observed);
+        }
         // The holder's own snapshot only echoes what it published; a terminal one
         // written by anyone ends the watch everywhere.
         if self.mode != Mode::Holder || terminal {

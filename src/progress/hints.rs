@@ -1,5 +1,5 @@
-//! Hints that a resource's snapshot changed: one pub/sub subscription per replica and
-//! resource, waking that resource's follower to re-read at once.
+//! Hints that a resource's snapshot changed, carrying it: one pub/sub subscription per
+//! replica and resource, handing the snapshot to that resource's follower at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +11,29 @@ use tokio_util::sync::CancellationToken;
 
 use crate::shared_redis::{SharedRedis, Subscriber};
 
-type Wake = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+type Wake = Arc<Mutex<HashMap<String, Arc<Hint>>>>;
+
+/// What wakes one follower: the latest snapshot published, or a bare wake-up to
+/// re-read (after a subscription took, when a hint may have been missed).
+#[derive(Default)]
+pub(crate) struct Hint {
+    notify: Notify,
+    snapshot: Mutex<Option<Vec<u8>>>,
+}
+
+impl Hint {
+    /// Waits for the next hint: the snapshot it carried (the latest, when several
+    /// came meanwhile), or None when the follower should read it from Redis.
+    pub(crate) async fn next(&self) -> Option<Vec<u8>> {
+        self.notify.notified().await;
+        lock(&self.snapshot).take()
+    }
+
+    fn wake(&self, snapshot: Option<Vec<u8>>) {
+        *lock(&self.snapshot) = snapshot;
+        self.notify.notify_one();
+    }
+}
 
 /// The channels this replica follows, each with the follower to wake.
 pub(crate) struct Hints {
@@ -48,15 +70,15 @@ impl Hints {
     }
 
     /// What wakes the follower of `channel`.
-    pub(crate) fn follow(&self, channel: &str) -> Arc<Notify> {
-        let notify = Arc::new(Notify::new());
+    pub(crate) fn follow(&self, channel: &str) -> Arc<Hint> {
+        let notify = Arc::new(Hint::default());
         lock(&self.wake).insert(channel.to_string(), notify.clone());
         let _ = self.requests.send((channel.to_string(), true));
         notify
     }
 
     /// The follower of `channel` is gone.
-    pub(crate) fn unfollow(&self, channel: &str, notify: &Arc<Notify>) {
+    pub(crate) fn unfollow(&self, channel: &str, notify: &Arc<Hint>) {
         let mut wake = lock(&self.wake);
         if wake.get(channel).is_some_and(|n| Arc::ptr_eq(n, notify)) {
             wake.remove(channel);
@@ -115,9 +137,13 @@ async fn listen(
                 }
                 if let Some(Value::BulkString(channel)) = push.data.first()
                     && let Ok(channel) = std::str::from_utf8(channel)
-                    && let Some(notify) = lock(&wake).get(channel)
+                    && let Some(hint) = lock(&wake).get(channel)
                 {
-                    notify.notify_one();
+                    let snapshot = match push.data.get(1) {
+                        Some(Value::BulkString(bytes)) => Some(bytes.clone()),
+                        _ => None,
+                    };
+                    hint.wake(snapshot);
                 }
             }
         }
@@ -138,8 +164,8 @@ async fn subscribe(
 ) {
     match subscriber.subscribe(&channel).await {
         Ok(()) => {
-            if let Some(notify) = lock(wake).get(&channel) {
-                notify.notify_one();
+            if let Some(hint) = lock(wake).get(&channel) {
+                hint.wake(None);
             }
         }
         Err(error) => {
@@ -150,6 +176,8 @@ async fn subscribe(
     }
 }
 
-fn lock(wake: &Wake) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
-    wake.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<V>(mutex: &Mutex<V>) -> MutexGuard<'_, V> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -13,7 +13,7 @@ pub(crate) struct Names {
     interest: String,
     /// The last state the holder published, versioned bytes (see `wire`).
     snapshot: String,
-    /// Where the holder hints that the snapshot changed.
+    /// Where the holder publishes each snapshot it writes (a hint: pub/sub may lose it).
     pub(crate) channel: String,
 }
 
@@ -90,7 +90,7 @@ local old = redis.call('GET', KEYS[2])
 if old and string.byte(old, 2) >= 2 then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
-redis.call(ARGV[5], ARGV[6], '1')
+redis.call(ARGV[5], ARGV[6], ARGV[2])
 return 1
 ";
 
