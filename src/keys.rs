@@ -17,6 +17,8 @@ pub mod kind {
     pub const JOB: &str = "job";
     /// A cached `Batch` (xAI's batch object).
     pub const BATCH: &str = "batch";
+    /// A tenant's credential, accepted upstream within the auth TTL (the id is fixed).
+    pub const AUTH: &str = "auth";
 }
 
 /// The key of one piece of shared state about one resource of one tenant.

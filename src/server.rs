@@ -19,7 +19,9 @@ use crate::progress;
 use crate::proto::sutro::v1::job_service_server::JobServiceServer;
 use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
 use crate::records;
+use crate::services::auth_gate::AuthGate;
 use crate::services::batches::BatchesService;
+use crate::services::core::Backends;
 use crate::services::jobs::JobsService;
 use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
@@ -83,6 +85,7 @@ impl App {
         let redis =
             SharedRedis::from_config(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
         let cache = cache::status_cache(&config, redis.as_ref());
+        let auth = AuthGate::new(config.auth_ttl, redis.clone());
 
         let stop = CancellationToken::new();
         let idempotency = idempotency::store(&config, redis.as_ref());
@@ -90,19 +93,25 @@ impl App {
         let jobs = JobsService::new(
             sutro,
             config.clone(),
-            idempotency.clone(),
-            records.clone(),
-            progress::hub(&config, redis.as_ref()),
-            cache.clone(),
+            Backends {
+                idempotency: idempotency.clone(),
+                records: records.clone(),
+                watches: progress::hub(&config, redis.as_ref()),
+                cache: cache.clone(),
+                auth: auth.clone(),
+            },
             stop.child_token(),
         );
         let batches = BatchesService::new(
             xai,
             config.clone(),
-            idempotency,
-            records,
-            progress::hub(&config, redis.as_ref()),
-            cache,
+            Backends {
+                idempotency,
+                records,
+                watches: progress::hub(&config, redis.as_ref()),
+                cache,
+                auth,
+            },
             stop.child_token(),
         );
 

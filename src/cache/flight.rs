@@ -66,6 +66,15 @@ impl Flights {
         flight
     }
 
+    /// The flight of `key` in progress, if any.
+    pub(crate) fn current(&self, key: &str) -> Option<Flight> {
+        self.in_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .map(|(_, flight)| flight.clone())
+    }
+
     /// Forgets the flight of `key`, so the next lookup starts a new one (after a cancel).
     pub(crate) fn forget(&self, key: &str) {
         self.in_progress

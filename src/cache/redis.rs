@@ -105,6 +105,12 @@ impl RedisCache {
     }
 
     fn refresh(&self, key: &str, refresh: Refresh) -> Flight {
+        // A revalidation in progress is an upstream read for this tenant already: a
+        // caller vouched for by the acceptance it just recorded joins it, rather than
+        // finding no entry yet and reading a second time.
+        if let Some(flight) = self.revalidations.current(key) {
+            return flight;
+        }
         let shared = self.shared.clone();
         let owned_key = key.to_string();
         self.flights
@@ -178,6 +184,12 @@ impl Shared {
                 from_cache: true,
             });
         }
+        if !locked {
+            tracing::debug!(
+                redis_up = self.redis.is_up(),
+                "refreshing a cache entry without the refresh lock"
+            );
+        }
         let fetched = refresh.await;
         let entry = match fetched {
             Ok(fetched) => Entry::fetched_now(fetched),
@@ -224,7 +236,11 @@ impl Shared {
                 .await
             {
                 Ok(true) => continue,
-                Ok(false) | Err(_) => return None,
+                Ok(false) => {
+                    tracing::debug!("the refresh lock went without a fresh entry");
+                    return None;
+                }
+                Err(_) => return None,
             }
         }
         None

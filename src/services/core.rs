@@ -70,10 +70,25 @@ pub struct ServiceCore<P: Provider> {
     records: Arc<dyn RecordStore>,
     watches: Arc<dyn ProgressHub<P::Progress>>,
     cache: Arc<dyn StatusCache>,
-    /// Per service, not shared: the tenant `managed` holds a different key for each
-    /// upstream, and one caller's key may be good for one upstream and not the other.
+    /// Keyed by tenant and provider: the tenant `managed` holds a different key for
+    /// each upstream, and one caller's key may be good for one upstream only.
     auth: AuthGate,
     shutdown: CancellationToken,
+}
+
+/// The shared state a service keeps its calls' state in; whoever builds the service
+/// picks the backends (in memory or on Redis), nothing in the service knows which.
+pub struct Backends<Progress> {
+    /// Keyed creates' records.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The gateway's own notes on resources it created.
+    pub records: Arc<dyn RecordStore>,
+    /// Watches: one upstream poller per resource.
+    pub watches: Arc<dyn ProgressHub<Progress>>,
+    /// Cached status reads.
+    pub cache: Arc<dyn StatusCache>,
+    /// Whose credentials the upstream accepted lately.
+    pub auth: AuthGate,
 }
 
 /// A record to keep once the resource it belongs to has an id.
@@ -98,19 +113,22 @@ impl Remember {
 }
 
 impl<P: Provider> ServiceCore<P> {
-    /// The service over `client`, with the given shared state (whose backends the
-    /// caller picks: nothing here knows which).
+    /// The service over `client`, keeping its state in `backends`.
     pub fn new(
         client: P,
         config: Arc<Config>,
-        idempotency: Arc<dyn IdempotencyStore>,
-        records: Arc<dyn RecordStore>,
-        watches: Arc<dyn ProgressHub<P::Progress>>,
-        cache: Arc<dyn StatusCache>,
+        backends: Backends<P::Progress>,
         shutdown: CancellationToken,
     ) -> Self {
+        let Backends {
+            idempotency,
+            records,
+            watches,
+            cache,
+            auth,
+        } = backends;
         Self {
-            auth: AuthGate::new(config.auth_ttl),
+            auth,
             client,
             config,
             idempotency,

@@ -1,6 +1,7 @@
 //! The gRPC services: each validates a call, translates it to upstream REST calls,
 //! and translates the answers back. Shared request checks live in `validate`.
 
+pub mod auth_gate;
 pub mod batches;
 pub mod chunking;
 pub mod core;

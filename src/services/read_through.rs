@@ -1,12 +1,10 @@
 //! Cached reads for the services: a Get answered through the status cache, gated by how
 //! recently the upstream accepted the caller's credential; and what watch pollers write.
 
-use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
-
 use futures_util::FutureExt;
 use prost::Message;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use tonic::{Code, Response};
 
 use crate::cache::{Fetched, Outcome, StatusCache};
@@ -15,43 +13,7 @@ use crate::error::{Error, Result, UpstreamId};
 use crate::keys::ResourceKey;
 use crate::upstream::reply::Reply;
 
-/// Tenants whose credential an upstream accepted within the auth TTL, on this replica.
-/// Only they may be answered from the cache: a key revoked upstream stops getting cached
-/// answers once its last acceptance is older than the TTL, and its next read goes upstream.
-#[derive(Clone)]
-pub struct AuthGate {
-    accepted: moka::future::Cache<String, ()>,
-}
-
-impl AuthGate {
-    /// Vouches for a tenant for `ttl` after each upstream acceptance.
-    pub fn new(ttl: Duration) -> AuthGate {
-        // Tenants are few next to cache entries; the bound only caps a key-spraying caller.
-        const MAX_TENANTS: u64 = 100_000;
-        AuthGate {
-            accepted: moka::future::Cache::builder()
-                .max_capacity(MAX_TENANTS)
-                .time_to_live(ttl)
-                .build(),
-        }
-    }
-
-    /// Whether the upstream accepted `tenant`'s credential within the TTL.
-    pub fn vouches_for(&self, tenant: &str) -> bool {
-        self.accepted.contains_key(tenant)
-    }
-
-    /// The upstream just answered `tenant` successfully.
-    pub async fn accepted(&self, tenant: String) {
-        self.accepted.insert(tenant, ()).await;
-    }
-
-    /// The upstream just refused `tenant`'s credential: no cached answers until it
-    /// accepts it again, however recent its last acceptance.
-    pub async fn refused(&self, tenant: &str) {
-        self.accepted.invalidate(tenant).await;
-    }
-}
+pub use super::auth_gate::AuthGate;
 
 /// How long one caller waits for a lookup: until its own deadline, whatever the deadline
 /// of the (shared) refresh it may be waiting for.
@@ -95,18 +57,18 @@ where
     let arrived_ms = crate::cache::now_ms();
     let request_id = Arc::new(Mutex::new(None));
     let refresh = {
-        let (auth, tenant, request_id) = (auth.clone(), key.tenant.clone(), request_id.clone());
+        let (auth, gate_key, request_id) = (auth.clone(), key.clone(), request_id.clone());
         async move {
             let reply = match fetch.await {
                 Ok(reply) => reply,
                 Err(error) => {
                     if error.code() == Code::Unauthenticated {
-                        auth.refused(&tenant).await;
+                        auth.refused(&gate_key).await;
                     }
                     return Err(error);
                 }
             };
-            auth.accepted(tenant).await;
+            auth.accepted(&gate_key).await;
             *request_id.lock().unwrap_or_else(PoisonError::into_inner) = reply.request_id;
             Ok(Fetched {
                 is_final: is_final(&reply.body),
@@ -118,7 +80,7 @@ where
         // once by this same refresh (not polled at all when the cache answered).
         .shared()
     };
-    let lookup = if auth.vouches_for(&key.tenant) {
+    let lookup = if auth.vouches_for(key).await {
         cache.get_or_refresh(&rendered, refresh.clone().boxed())
     } else {
         cache.revalidate(&rendered, refresh.clone().boxed(), arrived_ms)
@@ -186,12 +148,14 @@ impl CacheWriter {
         };
         self.cache.put(&key.to_string(), fetched).await;
         // The upstream just answered the poller, so it accepts the tenant's credential.
-        self.auth.accepted(key.tenant).await;
+        self.auth.accepted(&key).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::cache::{MemoryCache, TtlPolicy};
     use crate::keys::kind;
@@ -234,7 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_vouched_for_tenants_are_answered_from_the_cache() {
-        let (cache, auth) = (cache(), AuthGate::new(Duration::from_secs(60)));
+        let (cache, auth) = (cache(), AuthGate::new(Duration::from_secs(60), None));
         let key = ResourceKey::new("t", "sutro", kind::JOB, "job-1");
         let miss = read_through(&cache, &auth, &key, job("a"), |_| false, wait())
             .await
@@ -253,13 +217,13 @@ mod tests {
         assert_eq!(hit.get_ref().name.as_deref(), Some("a"));
 
         // Another replica's auth gate (or this one's, once its TTL passed) knows nobody.
-        let forgetful = AuthGate::new(Duration::from_secs(60));
+        let forgetful = AuthGate::new(Duration::from_secs(60), None);
         let checked = read_through(&cache, &forgetful, &key, job("c"), |_| false, wait())
             .await
             .unwrap();
         assert_eq!(header(&checked, "x-cache").as_deref(), Some("MISS"));
         assert_eq!(checked.get_ref().name.as_deref(), Some("c"));
-        assert!(forgetful.vouches_for("t"));
+        assert!(forgetful.vouches_for(&key).await);
 
         // A key refused on any read loses its standing at once, not when the TTL runs out.
         let other = ResourceKey::new("t", "sutro", kind::JOB, "job-2");
@@ -268,12 +232,15 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
-        assert!(!auth.vouches_for("t"));
+        assert!(
+            !auth.vouches_for(&key).await,
+            "refused on job-2, so for job-1 too"
+        );
     }
 
     #[tokio::test]
     async fn an_entry_that_does_not_decode_is_a_miss() {
-        let (cache, auth) = (cache(), AuthGate::new(Duration::from_secs(60)));
+        let (cache, auth) = (cache(), AuthGate::new(Duration::from_secs(60), None));
         let key = ResourceKey::new("t", "sutro", kind::JOB, "job-1");
         read_through(&cache, &auth, &key, job("a"), |_| false, wait())
             .await
