@@ -8,7 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::shared_redis::RedisTarget;
-use crate::tenant::Secret;
+use crate::tenant::{Admission, Secret, Tenants};
 use crate::upstream::base_url::normalize_base_url;
 
 /// One layer of settings: the command line (with env fallbacks) or the TOML file.
@@ -156,6 +156,19 @@ pub struct ConfigLayer {
     /// cluster left, in milliseconds [default: 5000].
     #[arg(long, env = "BATCHGATE_WATCH_GRACE_MS")]
     pub watch_grace_ms: Option<u64>,
+
+    /// Managed mode: a TOML file of `[[tenant]]` tables (`name`, `token_sha256`,
+    /// optional `services`); callers send `authorization: Bearer <gateway token>` and
+    /// the gateway calls upstream with its own keys. Unset: callers bring their own
+    /// upstream keys (passthrough).
+    #[arg(long, env = "BATCHGATE_TENANTS_FILE")]
+    pub tenants_file: Option<std::path::PathBuf>,
+
+    /// Passthrough mode: callers that send no credentials use the gateway's own
+    /// upstream key, as tenant `anonymous` [default: false; true on the built-in
+    /// simulator].
+    #[arg(long, env = "BATCHGATE_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: Option<bool>,
 }
 
 /// How log lines are written.
@@ -211,6 +224,8 @@ impl ConfigLayer {
             auth_ttl_secs,
             watch_lease_ms,
             watch_grace_ms,
+            tenants_file,
+            allow_anonymous,
         )
     }
 
@@ -295,6 +310,9 @@ pub struct Config {
     pub watch_lease: Duration,
     /// How long a watcher outlives its last subscriber.
     pub watch_grace: Duration,
+    /// Who may call: the tenants of managed mode, or whether anonymous callers may
+    /// use the gateway's own keys.
+    pub admission: Admission,
 }
 
 /// The largest message the gateway ever sends (gRPC's common default receive limit).
@@ -393,6 +411,15 @@ impl Config {
             // A lease shorter than a few Redis round trips would lapse while renewed.
             watch_lease: ms(layer.watch_lease_ms.unwrap_or(5_000).max(100)),
             watch_grace: ms(layer.watch_grace_ms.unwrap_or(5_000)),
+            admission: Admission {
+                tenants: layer
+                    .tenants_file
+                    .as_deref()
+                    .map(Tenants::from_file)
+                    .transpose()
+                    .map_err(ConfigError)?,
+                anonymous: layer.allow_anonymous.unwrap_or(false),
+            },
         })
     }
 

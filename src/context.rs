@@ -7,7 +7,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::deadline::Deadline;
 use crate::error::Result;
-use crate::tenant::{Caller, Secret, identify};
+use crate::tenant::{Admission, Caller, Secret, identify};
 
 /// The caller, deadline and request id of one gRPC call.
 #[derive(Debug, Clone)]
@@ -24,13 +24,16 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    /// Builds the context from a call's metadata.
+    /// Builds the context of a call to `provider`'s service from its metadata;
+    /// `managed_key` is the gateway's own key for that upstream.
     pub fn from_metadata(
         metadata: &MetadataMap,
+        provider: &str,
         managed_key: Option<&Secret>,
+        admission: &Admission,
         timeout_cap: Duration,
     ) -> Result<Self> {
-        let caller = identify(metadata, managed_key)?;
+        let caller = identify(metadata, provider, managed_key, admission)?;
         let request_id = metadata
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())

@@ -75,6 +75,9 @@ pub enum Error {
     /// The caller sent no usable credentials.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The caller is known, and may not do this (a service its tenant may not use).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The upstream answered with an HTTP error.
     #[error("{} answered HTTP {}: {}", .0.upstream.provider, .0.status, .0.message)]
     Upstream(UpstreamFailure),
@@ -168,6 +171,7 @@ impl Error {
             Error::RequestTooLarge(_) => Code::ResourceExhausted,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Upstream(failure) => failure
                 .meaning
                 .unwrap_or_else(|| code_for_upstream_status(failure.status)),
@@ -217,6 +221,7 @@ impl Error {
             Error::RequestTooLarge(_) => "REQUEST_TOO_LARGE".into(),
             Error::FailedPrecondition(_) => "FAILED_PRECONDITION".into(),
             Error::Unauthenticated(_) => "MISSING_CREDENTIALS".into(),
+            Error::PermissionDenied(_) => "TENANT_NOT_ALLOWED".into(),
             Error::Upstream(f) => format!("UPSTREAM_HTTP_{}", f.status),
             Error::UpstreamUnreachable { .. } => "UPSTREAM_UNREACHABLE".into(),
             Error::UpstreamProtocol { .. } => "UPSTREAM_PROTOCOL".into(),

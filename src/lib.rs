@@ -2,6 +2,7 @@
 //! The binary in `main.rs` only parses the command line and calls into this library.
 
 pub mod cache;
+pub mod caller;
 pub mod codec_errors;
 pub mod config;
 pub mod context;
@@ -19,6 +20,7 @@ pub mod shared_redis;
 pub mod sim;
 pub mod telemetry;
 pub mod tenant;
+pub mod tenants_file;
 #[cfg(test)]
 mod test_logs;
 pub mod upstream;

@@ -12,6 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 use crate::cache;
+use crate::caller::{CallerLayer, Callers};
 use crate::codec_errors::DecodeErrorsLayer;
 use crate::config::{Config, MAX_MESSAGE_BYTES};
 use crate::idempotency;
@@ -70,6 +71,18 @@ impl App {
     /// upstream without a URL it first starts the built-in simulator and uses its demo key.
     pub async fn start(mut config: Config) -> Result<App, ServeError> {
         let simulator = start_simulator_for_gaps(&mut config).await?;
+        if let Some(tenants) = &config.admission.tenants {
+            // Managed mode calls upstream with the gateway's keys only.
+            if config.sutro_api_key.is_none() || config.xai_api_key.is_none() {
+                return Err(ServeError::Setup(
+                    "tenants_file is set: both sutro_api_key and xai_api_key are needed".into(),
+                ));
+            }
+            tracing::info!(
+                tenants = tenants.len(),
+                "managed mode: callers are known by their gateway tokens"
+            );
+        }
         let config = Arc::new(config);
         let setup = |e: crate::error::Error| ServeError::Setup(e.to_string());
         let (sutro_url, xai_url) = match (&config.sutro_base_url, &config.xai_base_url) {
@@ -159,6 +172,8 @@ impl App {
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside grpc-web, so its callers get the same codes as gRPC's.
             .layer(DecodeErrorsLayer)
+            // Before every handler: a call without a good credential ends here.
+            .layer(CallerLayer::new(Callers::from_config(&config)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -246,6 +261,10 @@ async fn start_simulator_for_gaps(config: &mut Config) -> Result<Option<SimHandl
     if config.sutro_base_url.is_some() && config.xai_base_url.is_some() {
         return Ok(None);
     }
+    // Nothing real to spend: the README's first command works with no keys at all.
+    if config.sutro_base_url.is_none() && config.xai_base_url.is_none() {
+        config.admission.anonymous = true;
+    }
     let handle = sim::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(|e| ServeError::Setup(format!("built-in simulator: {e}")))?;
@@ -273,6 +292,7 @@ fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     let span = tracing::info_span!(
         "rpc",
         otel.kind = "server",
+        tenant = tracing::field::Empty,
         rpc.system.name = "grpc",
         rpc.method = %request.uri().path().trim_start_matches('/'),
     );

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
+pub use crate::tenants_file::Tenants;
 
 /// A credential that never appears in logs, debug output or error messages.
 #[derive(Clone, PartialEq, Eq)]
@@ -56,22 +57,57 @@ pub fn tenant_of_key(key: &str) -> String {
     format!("key-{}", hex::encode(&digest[..8]))
 }
 
-/// Identifies the caller of a request.
-///
-/// `authorization` metadata (`Key <k>`, `Bearer <k>` or a bare key) is passed
-/// through to the upstream; without it, the managed key is used if configured.
-pub fn identify(metadata: &MetadataMap, managed_key: Option<&Secret>) -> Result<Caller> {
-    if let Some(value) = metadata.get("authorization") {
-        let raw = value.to_str().map_err(|_| {
-            Error::Unauthenticated("the authorization metadata is not printable ASCII".into())
+/// The tenant of callers that send no credentials, where that is allowed: they use
+/// the gateway's own upstream key.
+pub const ANONYMOUS_TENANT: &str = "anonymous";
+
+/// How callers prove who they are, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// Managed mode: the tenants file. Callers send a gateway token and the gateway
+    /// calls upstream with its own keys.
+    pub tenants: Option<Tenants>,
+    /// Passthrough mode: a caller without credentials may use the gateway's own key
+    /// (as tenant `anonymous`). Off unless configured, or on the embedded simulator.
+    pub anonymous: bool,
+}
+
+/// Identifies the caller of a call to `provider`'s service. `managed_key` is the
+/// gateway's own key for that upstream.
+pub fn identify(
+    metadata: &MetadataMap,
+    provider: &str,
+    managed_key: Option<&Secret>,
+    admission: &Admission,
+) -> Result<Caller> {
+    let presented = presented_credential(metadata)?;
+    if let Some(tenants) = &admission.tenants {
+        let token = presented.ok_or_else(|| {
+            Error::Unauthenticated(
+                "no credentials: send `authorization: Bearer <gateway token>` metadata".into(),
+            )
         })?;
-        let key = strip_scheme(raw);
-        if key.is_empty() {
-            return Err(Error::Unauthenticated(
-                "the authorization metadata holds no key; send `authorization: Key <api key>`"
-                    .into(),
-            ));
+        let tenant = tenants
+            .by_token(token)
+            .ok_or_else(|| Error::Unauthenticated("the gateway token is not known".into()))?;
+        if !tenant.may_use(provider) {
+            return Err(Error::PermissionDenied(format!(
+                "tenant {} may not use the {provider} service",
+                tenant.name
+            )));
         }
+        let key = managed_key.ok_or_else(|| {
+            Error::Internal(format!(
+                "the gateway holds no {provider} key for its tenants"
+            ))
+        })?;
+        return Ok(Caller {
+            tenant: tenant.name.clone(),
+            key: key.clone(),
+            source: CredentialSource::Managed,
+        });
+    }
+    if let Some(key) = presented {
         return Ok(Caller {
             tenant: tenant_of_key(key),
             key: Secret::new(key),
@@ -79,17 +115,35 @@ pub fn identify(metadata: &MetadataMap, managed_key: Option<&Secret>) -> Result<
         });
     }
     match managed_key {
-        Some(key) => Ok(Caller {
-            tenant: "managed".into(),
+        Some(key) if admission.anonymous => Ok(Caller {
+            tenant: ANONYMOUS_TENANT.into(),
             key: key.clone(),
             source: CredentialSource::Managed,
         }),
-        None => Err(Error::Unauthenticated(
-            "no credentials: send `authorization: Key <api key>` metadata, \
-             or configure the gateway with an upstream API key"
+        _ => Err(Error::Unauthenticated(
+            "no credentials: send `authorization: Key <api key>` metadata (anonymous use \
+             of the gateway's own key needs allow_anonymous)"
                 .into(),
         )),
     }
+}
+
+/// The credential in the `authorization` metadata, if any; an unusable one is an error.
+fn presented_credential(metadata: &MetadataMap) -> Result<Option<&str>> {
+    let Some(value) = metadata.get("authorization") else {
+        return Ok(None);
+    };
+    let raw = value.to_str().map_err(|_| {
+        Error::Unauthenticated("the authorization metadata is not printable ASCII".into())
+    })?;
+    let credential = strip_scheme(raw);
+    if credential.is_empty() {
+        return Err(Error::Unauthenticated(
+            "the authorization metadata holds no credential; send `authorization: Key <api key>`"
+                .into(),
+        ));
+    }
+    Ok(Some(credential))
 }
 
 /// The key in `Key <k>`, `Bearer <k>` or a bare `<k>`; empty when only a scheme is given.
@@ -114,11 +168,19 @@ mod tests {
         md
     }
 
+    fn passthrough(anonymous: bool) -> Admission {
+        Admission {
+            tenants: None,
+            anonymous,
+        }
+    }
+
     #[test]
     fn passthrough_keys_are_hashed_into_tenants_and_never_printed() {
-        let a = identify(&md("Key sk_live_abc"), None).unwrap();
-        let b = identify(&md("Bearer sk_live_abc"), None).unwrap();
-        let c = identify(&md("sk_live_other"), None).unwrap();
+        let open = passthrough(false);
+        let a = identify(&md("Key sk_live_abc"), "sutro", None, &open).unwrap();
+        let b = identify(&md("Bearer sk_live_abc"), "sutro", None, &open).unwrap();
+        let c = identify(&md("sk_live_other"), "sutro", None, &open).unwrap();
         assert_eq!(a.tenant, b.tenant);
         assert_ne!(a.tenant, c.tenant);
         assert_eq!(a.key.expose(), "sk_live_abc");
@@ -129,14 +191,84 @@ mod tests {
     }
 
     #[test]
-    fn managed_key_is_used_without_metadata_and_missing_both_is_unauthenticated() {
+    fn the_gateways_key_serves_anonymous_callers_only_when_allowed() {
         let managed = Secret::new("sk_gateway");
-        let caller = identify(&MetadataMap::new(), Some(&managed)).unwrap();
+        let caller = identify(
+            &MetadataMap::new(),
+            "sutro",
+            Some(&managed),
+            &passthrough(true),
+        )
+        .unwrap();
         assert_eq!(caller.source, CredentialSource::Managed);
+        assert_eq!(caller.tenant, ANONYMOUS_TENANT);
         assert_eq!(caller.key.expose(), "sk_gateway");
-        let err = identify(&MetadataMap::new(), None).unwrap_err();
+        let err = identify(
+            &MetadataMap::new(),
+            "sutro",
+            Some(&managed),
+            &passthrough(false),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let err = identify(&md("Key "), Some(&managed)).unwrap_err();
+        let err = identify(&MetadataMap::new(), "sutro", None, &passthrough(true)).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let err = identify(&md("Key "), "sutro", Some(&managed), &passthrough(true)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn managed_mode_knows_tenants_by_token_and_what_they_may_use() {
+        let hash = hex::encode(Sha256::digest(b"tok-search"));
+        let file = format!(
+            "[[tenant]]\nname = \"search\"\ntoken_sha256 = \"{hash}\"\nservices = [\"sutro\"]\n"
+        );
+        let admission = Admission {
+            tenants: Some(Tenants::from_toml(&file).unwrap()),
+            anonymous: true,
+        };
+        let managed = Secret::new("sk_gateway");
+        let caller = identify(
+            &md("Bearer tok-search"),
+            "sutro",
+            Some(&managed),
+            &admission,
+        )
+        .unwrap();
+        assert_eq!(caller.tenant, "search");
+        assert_eq!(caller.key.expose(), "sk_gateway");
+        let denied =
+            identify(&md("Bearer tok-search"), "xai", Some(&managed), &admission).unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        let unknown =
+            identify(&md("Bearer tok-other"), "sutro", Some(&managed), &admission).unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+        assert!(!unknown.to_string().contains("tok-other"));
+        let none = identify(&MetadataMap::new(), "sutro", Some(&managed), &admission).unwrap_err();
+        assert_eq!(
+            none.code(),
+            tonic::Code::Unauthenticated,
+            "no anonymous use in managed mode"
+        );
+    }
+
+    #[test]
+    fn a_tenants_file_with_a_raw_token_or_a_duplicate_is_refused() {
+        let raw = "[[tenant]]\nname = \"a\"\ntoken_sha256 = \"tok-a\"\n";
+        assert!(Tenants::from_toml(raw).unwrap_err().contains("64 hex"));
+        let hash = "ab".repeat(32);
+        let twice = format!(
+            "[[tenant]]\nname = \"a\"\ntoken_sha256 = \"{hash}\"\n[[tenant]]\nname = \"a\"\ntoken_sha256 = \"{}\"\n",
+            "cd".repeat(32)
+        );
+        assert!(Tenants::from_toml(&twice).unwrap_err().contains("twice"));
+        let bad_service = format!(
+            "[[tenant]]\nname = \"a\"\ntoken_sha256 = \"{hash}\"\nservices = [\"openai\"]\n"
+        );
+        assert!(
+            Tenants::from_toml(&bad_service)
+                .unwrap_err()
+                .contains("openai")
+        );
     }
 }

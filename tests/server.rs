@@ -1,6 +1,8 @@
-//! The server around the services: health, reflection (v1 and v1alpha), the embedded
-//! defaults of `batchgate serve`, and graceful shutdown on SIGTERM.
+//! The server around the services: who may call, health, reflection (v1 and v1alpha),
+//! the embedded defaults of `batchgate serve`, and graceful shutdown on SIGTERM.
 
+#[path = "server/callers.rs"]
+mod callers;
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -36,6 +36,7 @@ impl Replicas {
                 xai_base_url: Some(sim.xai_base_url()),
                 xai_api_key: Some(sim::XAI_DEMO_API_KEY.into()),
                 redis_url: redis_url.clone(),
+                allow_anonymous: Some(true),
                 watch_poll_ms: Some(100),
                 drain_timeout_ms: Some(2_000),
                 ..Default::default()

@@ -79,6 +79,7 @@ pub async fn serve() {
         sutro_api_key: Some(sim::DEMO_API_KEY.into()),
         xai_base_url: Some(sim.xai_base_url()),
         xai_api_key: Some(sim::XAI_DEMO_API_KEY.into()),
+        allow_anonymous: Some(true),
         watch_poll_ms: Some(100),
         watch_heartbeat_ms: Some(5_000),
         drain_timeout_ms: Some(2_000),

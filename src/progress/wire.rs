@@ -89,6 +89,7 @@ mod variant {
     pub const UNAVAILABLE: u32 = 8;
     pub const INTERNAL: u32 = 9;
     pub const PARTIAL: u32 = 10;
+    pub const PERMISSION_DENIED: u32 = 11;
 }
 
 /// Encodes `state` for the snapshot key.
@@ -172,6 +173,9 @@ fn wire_error(error: &Error) -> WireError {
         }
         Error::Unauthenticated(m) => {
             (wire.variant, wire.message) = (variant::UNAUTHENTICATED, m.clone())
+        }
+        Error::PermissionDenied(m) => {
+            (wire.variant, wire.message) = (variant::PERMISSION_DENIED, m.clone())
         }
         Error::Unavailable(m) => (wire.variant, wire.message) = (variant::UNAVAILABLE, m.clone()),
         Error::Internal(m) => (wire.variant, wire.message) = (variant::INTERNAL, m.clone()),
@@ -283,6 +287,7 @@ fn error_of(wire: WireError) -> Error {
         variant::INTERNAL => return Error::Internal(wire.message),
         variant::FAILED_PRECONDITION => return Error::FailedPrecondition(wire.message),
         variant::UNAUTHENTICATED => return Error::Unauthenticated(wire.message),
+        variant::PERMISSION_DENIED => return Error::PermissionDenied(wire.message),
         _ => {}
     }
     if (100..=599).contains(&status) {

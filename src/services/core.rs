@@ -21,7 +21,6 @@ use crate::progress::{
 };
 use crate::records::{JobRecord, RecordStore};
 use crate::services::read_through::{AuthGate, CacheWriter, Wait, read_through};
-use crate::tenant::Secret;
 use crate::upstream::reply::Reply;
 
 /// A server stream of gRPC messages.
@@ -36,9 +35,6 @@ pub trait Provider: Clone + Send + Sync + 'static {
 
     /// The upstream, as named in errors and keys.
     fn upstream(&self) -> &UpstreamId;
-
-    /// The gateway's own key for this upstream, when configured.
-    fn managed_key(config: &Config) -> Option<&Secret>;
 
     /// Follows resource `id` until it is final or the watch fails, publishing each
     /// change and writing what it reads to `cache`; dropped when the last subscriber leaves.
@@ -144,13 +140,10 @@ impl<P: Provider> ServiceCore<P> {
         self.watches.active()
     }
 
-    /// The caller, deadline and request id of `request`.
+    /// The caller, deadline and request id of `request`, as the caller layer found
+    /// them before the handler ran.
     pub fn context<T>(&self, request: &Request<T>) -> Result<CallContext> {
-        CallContext::from_metadata(
-            request.metadata(),
-            P::managed_key(&self.config),
-            self.config.upstream_timeout,
-        )
+        crate::caller::context_of(request)
     }
 
     /// Runs `create` at most once per caller `request_id`, `content` telling one

@@ -31,6 +31,8 @@ pub fn test_settings(sim: &SimHandle) -> ConfigLayer {
         sutro_api_key: Some(sim::DEMO_API_KEY.into()),
         xai_base_url: Some(sim.xai_base_url()),
         xai_api_key: Some(sim::XAI_DEMO_API_KEY.into()),
+        // Most tests call as the gateway's own key; the simulator's URL is a real upstream to it.
+        allow_anonymous: Some(true),
         retry_base_delay_ms: Some(10),
         retry_max_delay_ms: Some(50),
         watch_heartbeat_ms: Some(300),

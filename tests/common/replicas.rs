@@ -26,6 +26,7 @@ impl Replica {
         let mut command = Command::new(env!("CARGO_BIN_EXE_batchgate"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--allow-anonymous")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

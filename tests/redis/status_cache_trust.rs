@@ -10,7 +10,7 @@ use batchgate::proto::sutro::v1::job_service_client::JobServiceClient;
 use batchgate::server::App;
 use batchgate::shared_redis::SharedRedis;
 use batchgate::sim::{DEMO_API_KEY, Fault, FaultRule, RetryAfterForm};
-use batchgate::tenant::tenant_of_key;
+use batchgate::tenant::{ANONYMOUS_TENANT, tenant_of_key};
 use tonic::Code;
 
 use crate::common::redis::RedisServer;
@@ -38,7 +38,7 @@ async fn tenants_never_share_entries_and_each_miss_uses_its_own_key() {
     let mut app = app_on(Some(server.url()), 60_000, queued()).await;
     let job_id = create_job(&mut app, vec!["a".into()]).await;
 
-    // Tenant "managed": no credentials, the gateway's own key.
+    // Tenant "anonymous": no credentials, the gateway's own key.
     let managed = get_job(&mut app, &job_id).await;
     assert_eq!(x_cache(&managed), "MISS");
     assert_eq!(x_cache(&get_job(&mut app, &job_id).await), "HIT");
@@ -70,7 +70,7 @@ async fn tenants_never_share_entries_and_each_miss_uses_its_own_key() {
 
     // One entry per tenant in Redis, named by the tenant, never by its key.
     let redis = look_into(&server).await;
-    for tenant in ["managed".to_string(), tenant_of_key(DEMO_API_KEY)] {
+    for tenant in [ANONYMOUS_TENANT.to_string(), tenant_of_key(DEMO_API_KEY)] {
         let key = ResourceKey::new(tenant, "sutro", kind::JOB, job_id.clone()).to_string();
         let exists: bool = redis
             .query(redis::cmd("EXISTS").arg(&key))
@@ -162,7 +162,8 @@ async fn redis_killed_mid_test_fails_no_call_and_is_used_again_once_back() {
     loop {
         let job_id = create_job(&mut app, vec!["c".into()]).await;
         assert_eq!(x_cache(&get_job(&mut app, &job_id).await), "MISS");
-        let key = ResourceKey::new("managed", "sutro", kind::JOB, job_id.clone()).to_string();
+        let key =
+            ResourceKey::new(ANONYMOUS_TENANT, "sutro", kind::JOB, job_id.clone()).to_string();
         let stored: bool = redis
             .query(redis::cmd("EXISTS").arg(&key))
             .await

@@ -4,7 +4,6 @@
 use tokio::time::{Instant, sleep};
 
 use super::translate::batch_to_proto;
-use crate::config::Config;
 use crate::context::CallContext;
 use crate::convert::now_timestamp;
 use crate::deadline::Deadline;
@@ -14,7 +13,6 @@ use crate::progress::{EventKind, Publisher, WatchTiming};
 use crate::proto::xai::v1::{Batch, DoneReason, WatchBatchResponse, WatchEventKind};
 use crate::services::core::Provider;
 use crate::services::read_through::CacheWriter;
-use crate::tenant::Secret;
 use crate::upstream::xai::XaiClient;
 
 /// Why a batch is done, or UNSPECIFIED while it is not. xAI's own SDK rule: nothing
@@ -69,10 +67,6 @@ impl Provider for XaiClient {
 
     fn upstream(&self) -> &UpstreamId {
         XaiClient::upstream(self)
-    }
-
-    fn managed_key(config: &Config) -> Option<&Secret> {
-        config.xai_api_key.as_ref()
     }
 
     async fn poll(

@@ -5,7 +5,6 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, sleep, timeout};
 
 use super::translate::{failure_reason, is_final, job_to_proto, parse_status, status_to_proto};
-use crate::config::Config;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result, UpstreamId};
@@ -14,7 +13,6 @@ use crate::progress::{EventKind, Publisher, WatchTiming};
 use crate::proto::sutro::v1::{JobProgress, JobStatus, WatchEventKind, WatchJobResponse};
 use crate::services::core::Provider;
 use crate::services::read_through::CacheWriter;
-use crate::tenant::Secret;
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::sutro_models::{ProgressUpdate, SutroJob};
 
@@ -25,10 +23,6 @@ impl Provider for SutroClient {
 
     fn upstream(&self) -> &UpstreamId {
         SutroClient::upstream(self)
-    }
-
-    fn managed_key(config: &Config) -> Option<&Secret> {
-        config.sutro_api_key.as_ref()
     }
 
     async fn poll(
