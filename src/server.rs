@@ -25,6 +25,7 @@ use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
 use crate::tenant::Secret;
 use crate::upstream::base_url::normalize_base_url;
+use crate::upstream::http::Limits;
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::xai::XaiClient;
 
@@ -74,10 +75,12 @@ impl App {
             (Some(sutro), Some(xai)) => (sutro.clone(), xai.clone()),
             _ => return Err(ServeError::Setup("an upstream URL is missing".into())),
         };
-        let sutro = SutroClient::new(sutro_url, config.retry, config.max_upstream_body_bytes)
-            .map_err(setup)?;
-        let xai =
-            XaiClient::new(xai_url, config.retry, config.max_upstream_body_bytes).map_err(setup)?;
+        let limits = Limits {
+            max_body_bytes: config.max_upstream_body_bytes,
+            max_in_flight: config.upstream_max_in_flight,
+        };
+        let sutro = SutroClient::new(sutro_url, config.retry, limits).map_err(setup)?;
+        let xai = XaiClient::new(xai_url, config.retry, limits).map_err(setup)?;
 
         // One Redis handle for every shared concern that lives there (none without a URL).
         let redis =
@@ -146,6 +149,8 @@ impl App {
         })?;
         let router = Server::builder()
             .trace_fn(rpc_span)
+            // Advertised in SETTINGS: a client's further calls wait on its side.
+            .max_concurrent_streams(config.http2_max_concurrent_streams)
             .accept_http1(true)
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside grpc-web, so its callers get the same codes as gRPC's.

@@ -1,0 +1,216 @@
+//! Bounded resources: the advertised HTTP/2 stream limit and the cap on upstream
+//! requests in flight.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use batchgate::proto::sutro::v1 as pb;
+use batchgate::proto::xai::v1 as xai;
+use batchgate::sim::{Fault, FaultConfig, FaultRule, SimConfig};
+use bytes::Bytes;
+use common::spawn_app_with;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+/// Waits up to `limit` for `done`, checking every 20 ms.
+async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+/// A Health/Watch call of the whole server, as raw HTTP/2: its head, and its one
+/// (empty) request message.
+fn health_watch(addr: std::net::SocketAddr) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/grpc.health.v1.Health/Watch"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a valid request head")
+}
+const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
+
+#[tokio::test]
+async fn one_connection_is_held_to_the_advertised_stream_limit() {
+    const LIMIT: usize = 50;
+    const CALLS: usize = 5_000;
+    let app = spawn_app_with(SimConfig::fast(), |layer| {
+        layer.http2_max_concurrent_streams = Some(LIMIT as u32);
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+
+    // A client learns the limit from the server's SETTINGS, which precede any answer.
+    // (Streams a client opens before that, past the limit, are refused by the server.)
+    let (first, mut first_body) = client
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(health_watch(app.addr), false)
+        .unwrap();
+    first_body
+        .send_data(Bytes::from_static(EMPTY_MESSAGE), true)
+        .unwrap();
+    let first = first.await.expect("the first watch is answered");
+    assert_eq!(
+        client.current_max_send_streams(),
+        LIMIT,
+        "SETTINGS advertise the limit"
+    );
+
+    // Every other call is sent at once; each watch stays open until released.
+    let open = Arc::new(AtomicUsize::new(1));
+    let peak = Arc::new(AtomicUsize::new(1));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let release = CancellationToken::new();
+    for _ in 1..CALLS {
+        let mut client = client.clone().ready().await.unwrap();
+        let (response, mut body) = client.send_request(health_watch(app.addr), false).unwrap();
+        body.send_data(Bytes::from_static(EMPTY_MESSAGE), true)
+            .unwrap();
+        let (open, peak, finished, release) = (
+            open.clone(),
+            peak.clone(),
+            finished.clone(),
+            release.clone(),
+        );
+        tokio::spawn(async move {
+            let response = response.await.expect("the watch is answered");
+            assert_eq!(response.status(), 200);
+            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            release.cancelled().await;
+            // Dropping the stream resets it, which frees its slot for a waiting call.
+            open.fetch_sub(1, Ordering::SeqCst);
+            drop((response, body));
+            finished.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+
+    assert!(
+        eventually(Duration::from_secs(5), || open.load(Ordering::SeqCst)
+            == LIMIT)
+        .await,
+        "{} watches open, not {LIMIT}",
+        open.load(Ordering::SeqCst)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        open.load(Ordering::SeqCst),
+        LIMIT,
+        "the other calls wait for a free stream"
+    );
+
+    release.cancel();
+    open.fetch_sub(1, Ordering::SeqCst);
+    drop((first, first_body));
+    assert!(
+        eventually(Duration::from_secs(20), || finished.load(Ordering::SeqCst)
+            == CALLS - 1)
+        .await,
+        "only {} of {CALLS} calls got their turn",
+        finished.load(Ordering::SeqCst)
+    );
+    assert_eq!(peak.load(Ordering::SeqCst), LIMIT, "never more at once");
+}
+
+#[tokio::test]
+async fn upstream_requests_in_flight_are_capped_per_upstream() {
+    const CAP: u64 = 8;
+    let sim = SimConfig {
+        // Each answer takes a while, so that callers pile up behind the cap.
+        faults: FaultConfig {
+            latency_ms: 10,
+            ..FaultConfig::default()
+        },
+        ..SimConfig::fast()
+    };
+    let app = spawn_app_with(sim, |layer| {
+        layer.upstream_max_in_flight = Some(CAP as usize);
+    })
+    .await;
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..1_000 {
+        let (mut jobs, mut batches) = (app.jobs.clone(), app.batches.clone());
+        calls.spawn(async move {
+            if i % 2 == 0 {
+                jobs.list_jobs(pb::ListJobsRequest::default())
+                    .await
+                    .map(drop)
+            } else {
+                batches
+                    .list_batches(xai::ListBatchesRequest::default())
+                    .await
+                    .map(drop)
+            }
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(outcome) = calls.join_next().await {
+        if let Err(status) = outcome.unwrap() {
+            failed.push(status);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    for upstream in ["sutro", "xai"] {
+        let peak = app.sim.peak_in_flight(upstream);
+        // At least a few at once: the calls really did pile up.
+        assert!(
+            (2..=CAP).contains(&peak),
+            "{upstream}: {peak} requests at once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_call_waiting_for_an_upstream_slot_gives_up_at_its_deadline() {
+    let mut app = spawn_app_with(SimConfig::fast(), |layer| {
+        layer.upstream_max_in_flight = Some(1);
+    })
+    .await;
+    const ROUTE: &str = "GET /v1/list-jobs";
+    app.sim.inject(FaultRule {
+        route: ROUTE.into(),
+        times: 1,
+        fault: Fault::Delay(Duration::from_secs(3)),
+    });
+    let mut slow_jobs = app.jobs.clone();
+    let slow =
+        tokio::spawn(async move { slow_jobs.list_jobs(pb::ListJobsRequest::default()).await });
+    assert!(eventually(Duration::from_secs(5), || app.sim.calls(ROUTE) == 1).await);
+
+    let mut request = tonic::Request::new(pb::ListJobsRequest::default());
+    request.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let err = app.jobs.list_jobs(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.sim.calls(ROUTE), 1, "it never reached upstream");
+
+    slow.await
+        .unwrap()
+        .expect("the call holding the slot succeeds");
+}
