@@ -1,6 +1,7 @@
 //! batchgate: one gRPC endpoint for batch LLM inference on Sutro jobs and xAI batches.
 //! The binary in `main.rs` only parses the command line and calls into this library.
 
+pub mod accept;
 pub mod cache;
 pub mod codec_errors;
 pub mod config;

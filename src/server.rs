@@ -11,6 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
+use crate::accept::BackoffIncoming;
 use crate::cache;
 use crate::codec_errors::DecodeErrorsLayer;
 use crate::config::{Config, MAX_MESSAGE_BYTES};
@@ -162,7 +163,7 @@ impl App {
             .add_service(batch_service);
         // Without TCP_NODELAY small answers wait on Nagle's algorithm: ~40 ms stalls at
         // a few percent of calls under concurrency (docs/BENCHMARKS.md).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = BackoffIncoming::new(TcpIncoming::from(listener).with_nodelay(Some(true)));
         let stopped = stop.clone();
         let served = tokio::spawn(async move {
             router

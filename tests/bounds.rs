@@ -1,5 +1,5 @@
-//! Bounded resources: the advertised HTTP/2 stream limit and the cap on upstream
-//! requests in flight.
+//! Bounded resources: the advertised HTTP/2 stream limit, the cap on upstream requests
+//! in flight, and accept back-off when descriptors run out.
 
 mod common;
 
@@ -11,9 +11,13 @@ use batchgate::proto::sutro::v1 as pb;
 use batchgate::proto::xai::v1 as xai;
 use batchgate::sim::{Fault, FaultConfig, FaultRule, SimConfig};
 use bytes::Bytes;
-use common::spawn_app_with;
+use common::replicas::Replica;
+use common::{connect, spawn_app_with};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// Waits up to `limit` for `done`, checking every 20 ms.
 async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -213,4 +217,65 @@ async fn a_call_waiting_for_an_upstream_slot_gives_up_at_its_deadline() {
     slow.await
         .unwrap()
         .expect("the call holding the slot succeeds");
+}
+
+/// CPU time (user + system) the process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process runs");
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second: u64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100);
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+#[tokio::test]
+async fn running_out_of_descriptors_backs_off_instead_of_spinning() {
+    let replica = Replica::spawn_under(&["prlimit", "--nofile=64:64"], &[], &[]).await;
+    // Far more connections than the gateway has descriptors: accept fails with EMFILE
+    // while connections wait in the listen queue.
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        held.push(tokio::net::TcpStream::connect(replica.addr).await.unwrap());
+    }
+    let descriptors =
+        || std::fs::read_dir(format!("/proc/{}/fd", replica.pid())).map_or(0, |fds| fds.count());
+    assert!(
+        eventually(Duration::from_secs(5), || descriptors() >= 60).await,
+        "the gateway holds only {} descriptors",
+        descriptors()
+    );
+
+    let window = Duration::from_secs(2);
+    let before = cpu_time(replica.pid());
+    tokio::time::sleep(window).await;
+    let used = cpu_time(replica.pid()) - before;
+    assert!(
+        used < window * 3 / 10,
+        "the gateway used {used:?} of CPU in {window:?} while out of descriptors"
+    );
+    let warnings = replica
+        .log()
+        .iter()
+        .filter(|line| line.contains("cannot accept connections"))
+        .count();
+    assert_eq!(warnings, 1, "one warning per episode");
+
+    drop(held);
+    let call = async {
+        let mut health = HealthClient::new(connect(replica.addr).await);
+        health.check(HealthCheckRequest::default()).await
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the gateway accepts again once descriptors are free")
+        .expect("a health answer");
+    assert_eq!(reply.into_inner().status(), ServingStatus::Serving);
 }
