@@ -9,6 +9,7 @@ pub mod context;
 pub mod convert;
 pub mod deadline;
 pub mod error;
+pub mod health;
 pub mod idempotency;
 pub mod keys;
 pub mod progress;

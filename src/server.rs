@@ -110,7 +110,8 @@ impl App {
             stop.child_token(),
         );
 
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = HealthReporter::new();
+        let health_service = crate::health::service(&health, stop.child_token());
         health.set_serving::<JobServiceServer<JobsService>>().await;
         health
             .set_serving::<BatchServiceServer<BatchesService>>()
@@ -206,9 +207,9 @@ impl App {
         self.shutdown().await
     }
 
-    /// Graceful shutdown: health turns NOT_SERVING, open streams end with
-    /// UNAVAILABLE, new connections are refused, and calls in flight get
-    /// `drain_timeout` to finish before they are cut.
+    /// Graceful shutdown: health turns NOT_SERVING, open streams (health watches
+    /// included, after their NOT_SERVING) end with UNAVAILABLE, new connections are
+    /// refused, and calls in flight get `drain_timeout` to finish before they are cut.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         self.health
             .set_not_serving::<JobServiceServer<JobsService>>()

@@ -1,5 +1,5 @@
 //! Bounded resources: the advertised HTTP/2 stream limit, the cap on upstream requests
-//! in flight, and accept back-off when descriptors run out.
+//! in flight, accept back-off when descriptors run out, and health watches at shutdown.
 
 mod common;
 
@@ -278,4 +278,42 @@ async fn running_out_of_descriptors_backs_off_instead_of_spinning() {
         .expect("the gateway accepts again once descriptors are free")
         .expect("a health answer");
     assert_eq!(reply.into_inner().status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn health_watches_end_at_shutdown_without_waiting_out_the_drain() {
+    let mut app = spawn_app_with(SimConfig::fast(), |layer| {
+        layer.drain_timeout_ms = Some(30_000);
+    })
+    .await;
+    let mut health = HealthClient::new(connect(app.addr).await);
+    let mut watch = health
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    let started = Instant::now();
+    let shutdown = tokio::spawn(app.app.take().expect("the gateway").shutdown());
+    let within = Duration::from_secs(5);
+    let next = tokio::time::timeout(within, watch.message())
+        .await
+        .expect("a status before the end")
+        .expect("a status, not an error")
+        .expect("a message");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    let end = tokio::time::timeout(within, watch.message())
+        .await
+        .expect("the watch ends at shutdown");
+    assert_eq!(end.unwrap_err().code(), Code::Unavailable);
+    tokio::time::timeout(within, shutdown)
+        .await
+        .expect("shutdown does not wait out the 30 s drain")
+        .unwrap()
+        .expect("a clean shutdown");
+    assert!(started.elapsed() < within, "{:?}", started.elapsed());
 }
