@@ -213,6 +213,14 @@ async fn a_call_waiting_for_an_upstream_slot_gives_up_at_its_deadline() {
         started.elapsed()
     );
     assert_eq!(app.sim.calls(ROUTE), 1, "it never reached upstream");
+    // Nothing was sent, so the error blames no upstream (a create would not be "may exist").
+    use tonic_types::StatusExt;
+    let info = err.get_error_details().error_info().cloned();
+    assert!(
+        info.as_ref()
+            .is_some_and(|i| !i.metadata.contains_key("upstream")),
+        "{info:?}"
+    );
 
     slow.await
         .unwrap()

@@ -286,19 +286,24 @@ impl UpstreamHttp {
             let mut tries = 1;
             loop {
                 // The slot is taken per attempt, so a call waiting out a backoff holds none.
-                let slotted = async {
-                    let _slot = self.slots.acquire().await.map_err(|_| {
-                        Error::Internal("the upstream request slots were closed".into())
-                    })?;
-                    attempt().await
+                let slot = match timeout_at(deadline, self.slots.acquire()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => {
+                        return Err(Error::Internal(
+                            "the upstream request slots were closed".into(),
+                        ));
+                    }
+                    // Nothing was sent, so the outcome is known: no upstream to blame.
+                    Err(_) => return Err(Error::DeadlineExceeded { upstream: None }),
                 };
-                let outcome = match timeout_at(deadline, slotted).await {
+                let outcome = match timeout_at(deadline, attempt()).await {
                     Ok(outcome) => outcome,
                     // Dropping the attempt drops the upstream request with it.
                     Err(_) => Err(Error::DeadlineExceeded {
                         upstream: Some(self.id.clone()),
                     }),
                 };
+                drop(slot);
                 tracing::Span::current().record("attempts", tries);
                 let error = match outcome {
                     Ok(value) => return Ok(value),
