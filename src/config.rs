@@ -104,6 +104,17 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_IDEMPOTENCY_TTL_SECS")]
     pub idempotency_ttl_secs: Option<u64>,
 
+    /// Most concurrent HTTP/2 streams (calls) a client may open on one connection,
+    /// advertised in the server's SETTINGS; further calls wait in the client [default: 1000].
+    #[arg(long, env = "BATCHGATE_HTTP2_MAX_CONCURRENT_STREAMS")]
+    pub http2_max_concurrent_streams: Option<u32>,
+
+    /// Most upstream HTTP requests in flight at once per upstream (Sutro, xAI) on this
+    /// replica, and most idle connections kept to it; further calls queue in arrival
+    /// order until their own deadline [default: 64].
+    #[arg(long, env = "BATCHGATE_UPSTREAM_MAX_IN_FLIGHT")]
+    pub upstream_max_in_flight: Option<usize>,
+
     /// How long shutdown waits for calls in flight, in milliseconds [default: 10000].
     #[arg(long, env = "BATCHGATE_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
@@ -213,6 +224,8 @@ impl ConfigLayer {
             max_upstream_body_bytes,
             results_chunk_bytes,
             idempotency_ttl_secs,
+            http2_max_concurrent_streams,
+            upstream_max_in_flight,
             drain_timeout_ms,
             log_format,
             otlp_endpoint,
@@ -290,6 +303,10 @@ pub struct Config {
     pub results_chunk_bytes: usize,
     /// How long request ids are remembered.
     pub idempotency_ttl: Duration,
+    /// Streams a client may open on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Upstream requests in flight per upstream.
+    pub upstream_max_in_flight: usize,
     /// Shutdown drain limit.
     pub drain_timeout: Duration,
     /// Log format.
@@ -366,6 +383,18 @@ impl Config {
                 create_bound.as_secs_f64().ceil()
             )));
         }
+        let http2_max_concurrent_streams = layer.http2_max_concurrent_streams.unwrap_or(1000);
+        if http2_max_concurrent_streams == 0 {
+            return Err(ConfigError(
+                "http2_max_concurrent_streams must be at least 1".into(),
+            ));
+        }
+        let upstream_max_in_flight = layer.upstream_max_in_flight.unwrap_or(64);
+        if upstream_max_in_flight == 0 {
+            return Err(ConfigError(
+                "upstream_max_in_flight must be at least 1".into(),
+            ));
+        }
         let retry_max_attempts = layer.retry_max_attempts.unwrap_or(4);
         if retry_max_attempts == 0 {
             return Err(ConfigError("retry_max_attempts must be at least 1".into()));
@@ -400,6 +429,8 @@ impl Config {
             max_upstream_body_bytes: layer.max_upstream_body_bytes.unwrap_or(512 * 1024 * 1024),
             results_chunk_bytes,
             idempotency_ttl,
+            http2_max_concurrent_streams,
+            upstream_max_in_flight,
             drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),
             log_format: layer.log_format.unwrap_or_default(),
             otlp_endpoint: layer.otlp_endpoint.filter(|e| !e.is_empty()),
@@ -497,6 +528,26 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::resolve(both).is_err());
+    }
+
+    #[test]
+    fn resource_bounds_have_defaults_and_refuse_zero() {
+        let config = Config::embedded();
+        assert_eq!(config.http2_max_concurrent_streams, 1000);
+        assert_eq!(config.upstream_max_in_flight, 64);
+        let file: ConfigLayer =
+            toml::from_str("http2_max_concurrent_streams = 50\nupstream_max_in_flight = 8\n")
+                .unwrap();
+        let config = Config::resolve(file).unwrap();
+        assert_eq!(config.http2_max_concurrent_streams, 50);
+        assert_eq!(config.upstream_max_in_flight, 8);
+        for zero in [
+            "http2_max_concurrent_streams = 0",
+            "upstream_max_in_flight = 0",
+        ] {
+            let layer: ConfigLayer = toml::from_str(zero).unwrap();
+            assert!(Config::resolve(layer).is_err(), "{zero}");
+        }
     }
 
     #[test]

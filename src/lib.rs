@@ -1,6 +1,7 @@
 //! batchgate: one gRPC endpoint for batch LLM inference on Sutro jobs and xAI batches.
 //! The binary in `main.rs` only parses the command line and calls into this library.
 
+pub mod accept;
 pub mod cache;
 pub mod caller;
 pub mod codec_errors;
@@ -9,6 +10,7 @@ pub mod context;
 pub mod convert;
 pub mod deadline;
 pub mod error;
+pub mod health;
 pub mod idempotency;
 pub mod keys;
 pub mod progress;

@@ -11,6 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
+use crate::accept::BackoffIncoming;
 use crate::cache;
 use crate::caller::{CallerLayer, Callers};
 use crate::codec_errors::DecodeErrorsLayer;
@@ -28,6 +29,7 @@ use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
 use crate::tenant::Secret;
 use crate::upstream::base_url::normalize_base_url;
+use crate::upstream::http::Limits;
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::xai::XaiClient;
 
@@ -89,10 +91,12 @@ impl App {
             (Some(sutro), Some(xai)) => (sutro.clone(), xai.clone()),
             _ => return Err(ServeError::Setup("an upstream URL is missing".into())),
         };
-        let sutro = SutroClient::new(sutro_url, config.retry, config.max_upstream_body_bytes)
-            .map_err(setup)?;
-        let xai =
-            XaiClient::new(xai_url, config.retry, config.max_upstream_body_bytes).map_err(setup)?;
+        let limits = Limits {
+            max_body_bytes: config.max_upstream_body_bytes,
+            max_in_flight: config.upstream_max_in_flight,
+        };
+        let sutro = SutroClient::new(sutro_url, config.retry, limits).map_err(setup)?;
+        let xai = XaiClient::new(xai_url, config.retry, limits).map_err(setup)?;
 
         // One Redis handle for every shared concern that lives there (none without a URL).
         let redis =
@@ -128,7 +132,8 @@ impl App {
             stop.child_token(),
         );
 
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = HealthReporter::new();
+        let health_service = crate::health::service(&health, stop.child_token());
         health.set_serving::<JobServiceServer<JobsService>>().await;
         health
             .set_serving::<BatchServiceServer<BatchesService>>()
@@ -168,6 +173,8 @@ impl App {
         })?;
         let router = Server::builder()
             .trace_fn(rpc_span)
+            // Advertised in SETTINGS: a client's further calls wait on its side.
+            .max_concurrent_streams(config.http2_max_concurrent_streams)
             .accept_http1(true)
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside grpc-web, so its callers get the same codes as gRPC's.
@@ -181,7 +188,7 @@ impl App {
             .add_service(batch_service);
         // Without TCP_NODELAY small answers wait on Nagle's algorithm: ~40 ms stalls at
         // a few percent of calls under concurrency (docs/BENCHMARKS.md).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = BackoffIncoming::new(TcpIncoming::from(listener).with_nodelay(Some(true)));
         let stopped = stop.clone();
         let served = tokio::spawn(async move {
             router
@@ -224,9 +231,9 @@ impl App {
         self.shutdown().await
     }
 
-    /// Graceful shutdown: health turns NOT_SERVING, open streams end with
-    /// UNAVAILABLE, new connections are refused, and calls in flight get
-    /// `drain_timeout` to finish before they are cut.
+    /// Graceful shutdown: health turns NOT_SERVING, open streams (health watches
+    /// included, after their NOT_SERVING) end with UNAVAILABLE, new connections are
+    /// refused, and calls in flight get `drain_timeout` to finish before they are cut.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         self.health
             .set_not_serving::<JobServiceServer<JobsService>>()

@@ -477,6 +477,28 @@ async fn faults_come_from_rules_and_headers_and_dropped_callers_are_counted() {
 }
 
 #[tokio::test]
+async fn the_peak_of_requests_in_flight_is_counted_per_upstream() {
+    let sim = Sim::start(SimConfig::fast()).await;
+    assert_eq!(sim.handle.peak_in_flight("sutro"), 0);
+    // Slow answers, so that all six are being answered at once.
+    let slow = (0..6).map(|_| {
+        sim.get("get-quotas")
+            .header("x-sim-fault", "delay-ms=500")
+            .send()
+    });
+    for response in futures_util::future::join_all(slow).await {
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(sim.handle.peak_in_flight("sutro"), 6);
+    // One at a time afterwards leaves the peak where it was.
+    for _ in 0..3 {
+        sim.get("get-quotas").send().await.unwrap();
+    }
+    assert_eq!(sim.handle.peak_in_flight("sutro"), 6);
+    assert_eq!(sim.handle.peak_in_flight("xai"), 0, "counted per upstream");
+}
+
+#[tokio::test]
 async fn uncommon_but_legal_answers_come_from_knobs_and_headers() {
     // Jobs stay QUEUED, so a cancel always has something to do.
     let sim = Sim::start(SimConfig {

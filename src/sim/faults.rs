@@ -1,5 +1,6 @@
 //! What goes wrong upstream, on purpose: injected statuses, slow answers and cut-off
-//! streams (from flags, a test's rules or an `x-sim-fault` header), and call counting.
+//! streams (from flags, a test's rules or an `x-sim-fault` header), and call counting
+//! (per route, and the peak of requests in flight per upstream).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -171,6 +172,8 @@ struct Counters {
     dropped: HashMap<String, u64>,
     /// The headers of each route's latest request, less `authorization`.
     last_headers: HashMap<String, HeaderMap>,
+    /// Requests being answered now, and the most there ever were, per upstream.
+    in_flight: HashMap<Upstream, (u64, u64)>,
     rules: Vec<FaultRule>,
 }
 
@@ -199,6 +202,26 @@ impl Faults {
 
     pub fn total_calls(&self) -> u64 {
         self.lock().calls.values().sum()
+    }
+
+    pub fn peak_in_flight(&self, upstream: Upstream) -> u64 {
+        self.lock()
+            .in_flight
+            .get(&upstream)
+            .map_or(0, |&(_, peak)| peak)
+    }
+
+    fn enter(&self, upstream: Upstream) {
+        let mut state = self.lock();
+        let (now, peak) = state.in_flight.entry(upstream).or_default();
+        *now += 1;
+        *peak = (*peak).max(*now);
+    }
+
+    fn leave(&self, upstream: Upstream) {
+        if let Some((now, _)) = self.lock().in_flight.get_mut(&upstream) {
+            *now = now.saturating_sub(1);
+        }
     }
 
     pub fn last_header(&self, route: &str, name: &str) -> Option<String> {
@@ -319,9 +342,11 @@ pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Ne
         .unwrap_or_default()
         .to_owned();
     let mut echoed = None;
+    faults.enter(upstream);
     let mut pending = PendingCall {
         faults: &faults,
         route: &route,
+        upstream,
         answered: false,
     };
     if faults.config.latency_ms > 0 {
@@ -371,15 +396,18 @@ pub async fn apply(State(faults): State<Arc<Faults>>, request: Request, next: Ne
     response
 }
 
-/// Counts a call as dropped if its future is dropped before it answered.
+/// Counts a call in flight until its answer's head is ready (a streamed body is not
+/// counted after that), and as dropped if its future is dropped before it answered.
 struct PendingCall<'a> {
     faults: &'a Faults,
     route: &'a str,
+    upstream: Upstream,
     answered: bool,
 }
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
+        self.faults.leave(self.upstream);
         if !self.answered {
             self.faults.count_dropped(self.route);
         }

@@ -203,6 +203,16 @@ impl SimHandle {
         self.faults.last_header(route, name)
     }
 
+    /// The most requests of `upstream` (`"sutro"` or `"xai"`) the simulator was answering
+    /// at once, counted until each answer's head is ready (0 for another name).
+    pub fn peak_in_flight(&self, upstream: &str) -> u64 {
+        match upstream {
+            "sutro" => self.faults.peak_in_flight(respond::Upstream::Sutro),
+            "xai" => self.faults.peak_in_flight(respond::Upstream::Xai),
+            _ => 0,
+        }
+    }
+
     /// Requests received on every route.
     pub fn total_calls(&self) -> u64 {
         self.faults.total_calls()

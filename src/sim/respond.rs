@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{DEMO_API_KEY, XAI_DEMO_API_KEY};
 
 /// Which simulated upstream a route belongs to; it decides the error body's shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Upstream {
     Sutro,
     Xai,

@@ -1,7 +1,9 @@
-//! The HTTP core shared by every upstream: auth header, deadline, retries with jittered
-//! backoff and `Retry-After`, trace propagation, and turning HTTP failures into `Error`s.
+//! The HTTP core shared by every upstream: auth header, deadline, a cap on requests in
+//! flight, retries with jittered backoff and `Retry-After`, trace propagation, and turning
+//! HTTP failures into `Error`s.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -9,6 +11,7 @@ use rand::Rng;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::Instrument;
 use url::Url;
@@ -91,6 +94,18 @@ pub struct UpstreamHttp {
     scheme: AuthScheme,
     retry: RetryPolicy,
     max_body_bytes: usize,
+    /// One permit per request in flight. tokio's semaphore is FIFO, so waiting calls are
+    /// served in arrival order, each giving up at its own deadline.
+    slots: Arc<Semaphore>,
+}
+
+/// What bounds one upstream's use of memory and connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest JSON answer read into memory.
+    pub max_body_bytes: usize,
+    /// Most requests in flight at once (and idle connections kept).
+    pub max_in_flight: usize,
 }
 
 /// Installs the process-wide TLS crypto provider (ring) once; reqwest needs one.
@@ -100,19 +115,22 @@ pub fn install_crypto_provider() {
 }
 
 impl UpstreamHttp {
-    /// A client for the upstream at `base` (a normalized `<origin>/v1/` URL).
+    /// A client for the upstream at `base` (a normalized `<origin>/v1/` URL), with at
+    /// most `limits.max_in_flight` requests in flight.
     pub fn new(
         provider: &'static str,
         base: Url,
         scheme: AuthScheme,
         retry: RetryPolicy,
-        max_body_bytes: usize,
+        limits: Limits,
     ) -> Result<Self> {
         install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("batchgate/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
+            // More idle connections than requests that may be in flight would never be used.
+            .pool_max_idle_per_host(limits.max_in_flight)
             .build()
             .map_err(|e| {
                 Error::Internal(format!("cannot build the {provider} HTTP client: {e}"))
@@ -127,7 +145,8 @@ impl UpstreamHttp {
             id,
             scheme,
             retry,
-            max_body_bytes,
+            max_body_bytes: limits.max_body_bytes,
+            slots: Arc::new(Semaphore::new(limits.max_in_flight)),
         })
     }
 
@@ -234,7 +253,9 @@ impl UpstreamHttp {
     }
 
     /// Sends `call` and returns the 2xx response with its body unread, for streams.
-    /// Only opening the stream is bounded by the deadline.
+    /// Only opening the stream is bounded by the deadline, and only opening it holds a
+    /// slot of `max_in_flight`: a progress stream lasts as long as its job, and one per
+    /// watched job holding a slot for good would starve every other call.
     pub async fn open_stream(&self, call: &Call, ctx: &CallContext) -> Result<reqwest::Response> {
         self.with_retries(call, ctx, || self.send_once(call, ctx))
             .await
@@ -264,6 +285,17 @@ impl UpstreamHttp {
         async move {
             let mut tries = 1;
             loop {
+                // The slot is taken per attempt, so a call waiting out a backoff holds none.
+                let slot = match timeout_at(deadline, self.slots.acquire()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => {
+                        return Err(Error::Internal(
+                            "the upstream request slots were closed".into(),
+                        ));
+                    }
+                    // Nothing was sent, so the outcome is known: no upstream to blame.
+                    Err(_) => return Err(Error::DeadlineExceeded { upstream: None }),
+                };
                 let outcome = match timeout_at(deadline, attempt()).await {
                     Ok(outcome) => outcome,
                     // Dropping the attempt drops the upstream request with it.
@@ -271,6 +303,7 @@ impl UpstreamHttp {
                         upstream: Some(self.id.clone()),
                     }),
                 };
+                drop(slot);
                 tracing::Span::current().record("attempts", tries);
                 let error = match outcome {
                     Ok(value) => return Ok(value),

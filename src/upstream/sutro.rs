@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::base_url::is_retired_sutro_host;
-use super::http::{AuthScheme, Call, Reply, UpstreamHttp};
+use super::http::{AuthScheme, Call, Limits, Reply, UpstreamHttp};
 use super::sutro_models::*;
 use crate::config::RetryPolicy;
 use crate::context::CallContext;
@@ -38,7 +38,7 @@ pub struct ResultsOptions {
 
 impl SutroClient {
     /// A client of the deployment at `base` (a normalized `<origin>/v1/` URL).
-    pub fn new(base: Url, retry: RetryPolicy, max_body_bytes: usize) -> Result<Self> {
+    pub fn new(base: Url, retry: RetryPolicy, limits: Limits) -> Result<Self> {
         if is_retired_sutro_host(&base) {
             tracing::warn!(
                 host = base.host_str(),
@@ -46,7 +46,7 @@ impl SutroClient {
             );
         }
         Ok(Self {
-            http: UpstreamHttp::new("sutro", base, AuthScheme::Key, retry, max_body_bytes)?,
+            http: UpstreamHttp::new("sutro", base, AuthScheme::Key, retry, limits)?,
         })
     }
 

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 use url::Url;
 
-use super::http::{AuthScheme, Call, Reply, UpstreamHttp};
+use super::http::{AuthScheme, Call, Limits, Reply, UpstreamHttp};
 use super::xai_models::*;
 use crate::config::RetryPolicy;
 use crate::context::CallContext;
@@ -19,9 +19,9 @@ pub struct XaiClient {
 
 impl XaiClient {
     /// A client of the API at `base` (a normalized `<origin>/v1/` URL).
-    pub fn new(base: Url, retry: RetryPolicy, max_body_bytes: usize) -> Result<Self> {
+    pub fn new(base: Url, retry: RetryPolicy, limits: Limits) -> Result<Self> {
         Ok(Self {
-            http: UpstreamHttp::new("xai", base, AuthScheme::Bearer, retry, max_body_bytes)?,
+            http: UpstreamHttp::new("xai", base, AuthScheme::Bearer, retry, limits)?,
         })
     }
 

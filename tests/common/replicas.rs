@@ -23,7 +23,21 @@ impl Replica {
     /// and `env`, and waits until it serves. No `BATCHGATE_*` variable of the test's own
     /// environment leaks in.
     pub async fn spawn(args: &[String], env: &[(String, String)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_batchgate"));
+        Self::spawn_under(&[], args, env).await
+    }
+
+    /// Like [`Self::spawn`], with the binary run by `wrapper` (e.g. `prlimit --nofile=64`),
+    /// which must exec it so that the process id stays the gateway's.
+    pub async fn spawn_under(wrapper: &[&str], args: &[String], env: &[(String, String)]) -> Self {
+        let binary = env!("CARGO_BIN_EXE_batchgate");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .arg("--allow-anonymous")
@@ -54,6 +68,11 @@ impl Replica {
             ),
         };
         Self { child, addr, log }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the replica is running")
     }
 
     /// Kills the process at once (SIGKILL): no drain, no goodbye to Redis.
