@@ -18,6 +18,7 @@ use crate::idempotency;
 use crate::progress;
 use crate::proto::sutro::v1::job_service_server::JobServiceServer;
 use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
+use crate::ratelimit::{self, RateLimitLayer};
 use crate::records;
 use crate::services::batches::BatchesService;
 use crate::services::jobs::JobsService;
@@ -83,6 +84,12 @@ impl App {
         let redis =
             SharedRedis::from_config(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
         let cache = cache::status_cache(&config, redis.as_ref());
+        let limits = RateLimitLayer::new(
+            config.rate_limits.clone(),
+            ratelimit::limiter(&config, redis.as_ref()),
+            config.sutro_api_key.clone(),
+            config.xai_api_key.clone(),
+        );
 
         let stop = CancellationToken::new();
         let idempotency = idempotency::store(&config, redis.as_ref());
@@ -150,6 +157,8 @@ impl App {
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside grpc-web, so its callers get the same codes as gRPC's.
             .layer(DecodeErrorsLayer)
+            // Inside both: grpc-web callers get the same answers; a pass-through when off.
+            .layer(limits)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
