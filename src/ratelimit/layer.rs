@@ -231,3 +231,167 @@ impl http_body::Body for Guarded {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use tonic::Code;
+    use tonic_types::StatusExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::ratelimit::{LimitSetting, MemoryLimiter};
+
+    const READ: &str = "/batchgate.sutro.v1.JobService/GetJobStatus";
+    const WATCH: &str = "/batchgate.sutro.v1.JobService/WatchJob";
+    const HEALTH: &str = "/grpc.health.v1.Health/Check";
+
+    /// A stream body that never ends: the stream stays open while it is held.
+    struct Open;
+
+    impl http_body::Body for Open {
+        type Data = bytes::Bytes;
+        type Error = tonic::Status;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    fn layer(toml: &str, managed: Option<&str>) -> RateLimitLayer {
+        #[derive(serde::Deserialize)]
+        struct File {
+            #[serde(default)]
+            rate_limits: BTreeMap<Class, LimitSetting>,
+            #[serde(default)]
+            tenant_limits: BTreeMap<String, BTreeMap<Class, LimitSetting>>,
+            max_streams_per_tenant: Option<u32>,
+        }
+        let file: File = toml::from_str(toml).unwrap();
+        let policy = RateLimits::resolve(
+            Some(&file.rate_limits),
+            Some(&file.tenant_limits),
+            file.max_streams_per_tenant,
+            None,
+            None,
+        )
+        .unwrap();
+        let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryLimiter::new(Duration::from_secs(10)));
+        RateLimitLayer::new(policy, Some(limiter), managed.map(Secret::new), None)
+    }
+
+    async fn call(layer: &RateLimitLayer, path: &str, key: Option<&str>) -> http::Response<Body> {
+        let service = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(Body::new(Open)))
+        }));
+        let mut request = http::Request::builder().uri(path);
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Key {key}"));
+        }
+        service.oneshot(request.body(()).unwrap()).await.unwrap()
+    }
+
+    fn status_of(response: &http::Response<Body>) -> Option<tonic::Status> {
+        tonic::Status::from_header_map(response.headers())
+    }
+
+    fn remaining(response: &http::Response<Body>) -> Option<&str> {
+        response
+            .headers()
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_the_limit_is_resource_exhausted_with_details_and_headers() {
+        let layer = layer(
+            "[rate_limits.read]\nper_second = 1\nburst = 2\n",
+            Some("sk_managed"),
+        );
+        let first = call(&layer, READ, None).await;
+        assert!(status_of(&first).is_none());
+        assert_eq!(remaining(&first), Some("1"));
+        assert_eq!(first.headers()["x-ratelimit-limit"], "1, 1;w=1;burst=2");
+        assert_eq!(remaining(&call(&layer, READ, None).await), Some("0"));
+
+        let refused = call(&layer, READ, None).await;
+        let status = status_of(&refused).expect("a trailers-only status");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(remaining(&refused), Some("0"));
+        assert_eq!(refused.headers()["x-ratelimit-reset"], "2");
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(1))
+        );
+        let violation = &details.quota_failure().expect("quota failure").violations[0];
+        assert_eq!(violation.subject, "tenant:managed/class:read");
+
+        // Another tenant, another class, and health are not held back.
+        assert_eq!(
+            remaining(&call(&layer, READ, Some("sk_other")).await),
+            Some("1")
+        );
+        let watch = call(&layer, WATCH, None).await;
+        assert!(status_of(&watch).is_none() && remaining(&watch).is_none());
+        let health = call(&layer, HEALTH, None).await;
+        assert!(status_of(&health).is_none() && remaining(&health).is_none());
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(remaining(&call(&layer, READ, None).await), Some("0"));
+    }
+
+    #[tokio::test]
+    async fn callers_without_credentials_are_one_anonymous_tenant() {
+        let layer = layer(
+            "[tenant_limits.anonymous.read]\nper_second = 1\nburst = 1\n",
+            None,
+        );
+        assert_eq!(remaining(&call(&layer, READ, None).await), Some("0"));
+        let refused = call(&layer, READ, None).await;
+        let status = status_of(&refused).expect("refused");
+        let details = status.get_error_details();
+        let subject = &details.quota_failure().unwrap().violations[0].subject;
+        assert_eq!(subject, "tenant:anonymous/class:read");
+        // A caller with a key is its own tenant, unlimited here.
+        let keyed = call(&layer, READ, Some("sk_live")).await;
+        assert!(status_of(&keyed).is_none() && remaining(&keyed).is_none());
+    }
+
+    #[tokio::test]
+    async fn open_streams_are_capped_per_tenant_until_they_end() {
+        let layer = layer("max_streams_per_tenant = 1\n", None);
+        let held = call(&layer, WATCH, Some("sk_a")).await;
+        assert!(status_of(&held).is_none());
+        let second = call(&layer, WATCH, Some("sk_a")).await;
+        let refused = status_of(&second).expect("over the cap");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("max_streams_per_tenant"),
+            "{}",
+            refused.message()
+        );
+        // Another tenant, and unary calls, are not counted.
+        assert!(status_of(&call(&layer, WATCH, Some("sk_b")).await).is_none());
+        assert!(status_of(&call(&layer, READ, Some("sk_a")).await).is_none());
+        // The stream ends (its body is dropped): its place is free again.
+        drop(held);
+        assert!(status_of(&call(&layer, WATCH, Some("sk_a")).await).is_none());
+    }
+
+    #[tokio::test]
+    async fn with_no_limits_the_layer_passes_everything_through() {
+        let layer = RateLimitLayer::new(RateLimits::default(), None, None, None);
+        assert!(layer.limits.is_none());
+        for _ in 0..5 {
+            let response = call(&layer, WATCH, None).await;
+            assert!(status_of(&response).is_none() && remaining(&response).is_none());
+        }
+    }
+}

@@ -56,10 +56,11 @@ impl Limit {
 
     fn resolve(setting: &LimitSetting, at: &str) -> Result<Limit, String> {
         let per_second = setting.per_second;
-        // Below one call a day a limit is a typo, and 1/rate must stay a sane Duration.
-        if !per_second.is_finite() || per_second < 1.0 / 86_400.0 {
+        // Below one call a day or above a million a second a limit is a typo, and the
+        // emission interval (1 / rate) must stay a sane, non-zero Duration.
+        if !(1.0 / 86_400.0..=1e6).contains(&per_second) {
             return Err(format!(
-                "{at}.per_second must be a positive number of calls per second (at least one a day)"
+                "{at}.per_second must be a number of calls per second from one a day to 1000000"
             ));
         }
         let burst = match setting.burst {
@@ -235,6 +236,8 @@ mod tests {
         for bad in [
             "[rate_limits.read]\nper_second = 0\n",
             "[rate_limits.read]\nper_second = -3\n",
+            "[rate_limits.read]\nper_second = 1e9\n",
+            "[rate_limits.read]\nper_second = nan\n",
             "[rate_limits.read]\nper_second = 5\nburst = 0\n",
         ] {
             let (defaults, _) = parse(bad);
