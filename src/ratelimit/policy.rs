@@ -47,11 +47,8 @@ impl Limit {
     /// `x-ratelimit-limit`: Envoy's `<limit>, <limit>;w=<window>` with a one-second
     /// window, plus the burst as a quota-policy parameter: `50, 50;w=1;burst=10`.
     pub fn header(&self) -> String {
-        format!(
-            "{0}, {0};w=1;burst={1}",
-            ShortFloat(self.per_second),
-            self.burst
-        )
+        // f64's Display writes 50.0 as `50` and 0.5 as `0.5`.
+        format!("{0}, {0};w=1;burst={1}", self.per_second, self.burst)
     }
 
     fn resolve(setting: &LimitSetting, at: &str) -> Result<Limit, String> {
@@ -70,19 +67,6 @@ impl Limit {
             None => per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
         };
         Ok(Limit { per_second, burst })
-    }
-}
-
-/// `50` rather than `50.0`, `0.5` as it is.
-struct ShortFloat(f64);
-
-impl std::fmt::Display for ShortFloat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.fract() == 0.0 && self.0.abs() < 1e15 {
-            write!(f, "{}", self.0 as i64)
-        } else {
-            write!(f, "{}", self.0)
-        }
     }
 }
 
