@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use url::Url;
 
+use std::collections::BTreeMap;
+
+use crate::ratelimit::{ClassSettings, RateLimits, RedisDown};
 use crate::shared_redis::RedisTarget;
 use crate::tenant::{Admission, Secret, Tenants};
 use crate::upstream::base_url::normalize_base_url;
@@ -180,6 +183,30 @@ pub struct ConfigLayer {
     /// simulator].
     #[arg(long, env = "BATCHGATE_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_anonymous: Option<bool>,
+    /// Caller rate limits per method class (create, read, watch, results), for every
+    /// tenant; TOML only: `[rate_limits.read]` with `per_second = 50` and `burst = 10`
+    /// (burst defaults to one second's worth). Unset: unlimited.
+    #[arg(skip)]
+    pub rate_limits: Option<ClassSettings>,
+
+    /// Per-tenant rate limits, class by class over `rate_limits`; TOML only:
+    /// `[tenant_limits."<tenant id>".read]` with `per_second` and `burst`.
+    #[arg(skip)]
+    pub tenant_limits: Option<BTreeMap<String, ClassSettings>>,
+
+    /// Most streams (WatchJob, WatchBatch, GetJobResults, StreamBatchResults) one tenant
+    /// may hold open on one replica. Unset: no cap.
+    #[arg(long, env = "BATCHGATE_MAX_STREAMS_PER_TENANT")]
+    pub max_streams_per_tenant: Option<u32>,
+
+    /// What rate limits do while Redis is unreachable: `open` admits every call, `local`
+    /// limits in each replica at rate / `rate_limit_replicas` [default: local].
+    #[arg(long, env = "BATCHGATE_RATE_LIMIT_REDIS_DOWN")]
+    pub rate_limit_redis_down: Option<RedisDown>,
+
+    /// How many replicas share the rate limits, for the `local` fallback's share [default: 1].
+    #[arg(long, env = "BATCHGATE_RATE_LIMIT_REPLICAS")]
+    pub rate_limit_replicas: Option<u32>,
 }
 
 /// How log lines are written.
@@ -239,6 +266,11 @@ impl ConfigLayer {
             watch_grace_ms,
             tenants_file,
             allow_anonymous,
+            rate_limits,
+            tenant_limits,
+            max_streams_per_tenant,
+            rate_limit_redis_down,
+            rate_limit_replicas,
         )
     }
 
@@ -330,6 +362,8 @@ pub struct Config {
     /// Who may call: the tenants of managed mode, or whether anonymous callers may
     /// use the gateway's own keys.
     pub admission: Admission,
+    /// Caller rate limits and the stream cap (all off by default).
+    pub rate_limits: RateLimits,
 }
 
 /// The largest message the gateway ever sends (gRPC's common default receive limit).
@@ -399,6 +433,14 @@ impl Config {
         if retry_max_attempts == 0 {
             return Err(ConfigError("retry_max_attempts must be at least 1".into()));
         }
+        let rate_limits = RateLimits::resolve(
+            layer.rate_limits.as_ref(),
+            layer.tenant_limits.as_ref(),
+            layer.max_streams_per_tenant,
+            layer.rate_limit_redis_down,
+            layer.rate_limit_replicas,
+        )
+        .map_err(ConfigError)?;
         Ok(Config {
             listen: layer
                 .listen
@@ -451,6 +493,7 @@ impl Config {
                     .map_err(ConfigError)?,
                 anonymous: layer.allow_anonymous.unwrap_or(false),
             },
+            rate_limits,
         })
     }
 
@@ -548,6 +591,34 @@ mod tests {
             let layer: ConfigLayer = toml::from_str(zero).unwrap();
             assert!(Config::resolve(layer).is_err(), "{zero}");
         }
+    }
+
+    #[test]
+    fn rate_limits_come_from_toml_tables_and_are_off_by_default() {
+        assert!(!Config::embedded().rate_limits.enabled());
+        let file: ConfigLayer = toml::from_str(
+            "max_streams_per_tenant = 4\nrate_limit_redis_down = \"open\"\nrate_limit_replicas = 3\n\
+             [rate_limits.read]\nper_second = 50\nburst = 10\n\
+             [tenant_limits.\"key-abc\".read]\nper_second = 5\nburst = 1\n",
+        )
+        .unwrap();
+        let limits = Config::resolve(file).unwrap().rate_limits;
+        let read = |tenant| {
+            limits
+                .limit(tenant, crate::ratelimit::Class::Read)
+                .map(|l| l.burst)
+        };
+        assert_eq!((read("other"), read("key-abc")), (Some(10), Some(1)));
+        assert_eq!(limits.max_streams_per_tenant, Some(4));
+        assert_eq!(limits.redis_down, RedisDown::Open);
+        assert_eq!(limits.replicas, 3);
+        let bad: ConfigLayer = toml::from_str("[rate_limits.read]\nper_second = 0\n").unwrap();
+        let error = Config::resolve(bad).unwrap_err();
+        assert!(
+            error.0.contains("rate_limits.read.per_second"),
+            "{}",
+            error.0
+        );
     }
 
     #[test]

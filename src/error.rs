@@ -110,6 +110,17 @@ pub enum Error {
     /// The gateway cannot serve now (e.g. it is shutting down); retry elsewhere.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller is over one of its limits at the gateway (a rate, or open streams);
+    /// nothing was done.
+    #[error("rate limit exceeded: {description}")]
+    RateLimited {
+        /// QuotaFailure's subject: the tenant and method class.
+        subject: String,
+        /// Which limit, and what to do.
+        description: String,
+        /// When one call would be admitted again, if that can be known.
+        retry_after: Option<Duration>,
+    },
     /// A bug or an impossible state in the gateway itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -168,7 +179,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidArgument(_) | Error::MalformedRequest(_) => Code::InvalidArgument,
-            Error::RequestTooLarge(_) => Code::ResourceExhausted,
+            Error::RequestTooLarge(_) | Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
@@ -228,6 +239,7 @@ impl Error {
             Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED".into(),
             Error::Unavailable(_) => "UNAVAILABLE".into(),
             Error::Internal(_) => "INTERNAL".into(),
+            Error::RateLimited { .. } => "RATE_LIMITED".into(),
             Error::PartiallyAccepted { .. } => "PARTIALLY_ACCEPTED".into(),
         }
     }
@@ -284,6 +296,7 @@ impl Error {
         match self {
             Error::Upstream(f) => f.retry_after,
             Error::PartiallyAccepted { cause, .. } => cause.retry_after(),
+            Error::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -298,6 +311,14 @@ impl From<&Error> for tonic::Status {
             for v in violations {
                 details.add_bad_request_violation(v.field.clone(), v.description.clone());
             }
+        }
+        if let Error::RateLimited {
+            subject,
+            description,
+            ..
+        } = error
+        {
+            details.add_quota_failure_violation(subject.clone(), description.clone());
         }
         if let Some(delay) = error.retry_after() {
             details.set_retry_info(Some(delay));
@@ -374,6 +395,30 @@ mod tests {
         assert_eq!(
             info.metadata.get("upstream_request_id").map(String::as_str),
             Some("req-1")
+        );
+    }
+
+    #[test]
+    fn rate_limited_calls_carry_retry_info_and_quota_failure() {
+        let error = Error::RateLimited {
+            subject: "tenant:key-1/class:read".into(),
+            description: "over the read limit".into(),
+            retry_after: Some(Duration::from_millis(20)),
+        };
+        let status = tonic::Status::from(&error);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_millis(20))
+        );
+        let violation = &details.quota_failure().expect("quota failure").violations[0];
+        assert_eq!(violation.subject, "tenant:key-1/class:read");
+        assert_eq!(violation.description, "over the read limit");
+        let info = details.error_info().expect("error info");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("RATE_LIMITED", DOMAIN)
         );
     }
 

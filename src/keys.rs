@@ -19,6 +19,8 @@ pub mod kind {
     pub const BATCH: &str = "batch";
     /// A tenant's credential, accepted upstream within the auth TTL (the id is fixed).
     pub const AUTH: &str = "auth";
+    /// A tenant's GCRA bucket of one method class (provider `gateway`, the id is the class).
+    pub const RATELIMIT: &str = "ratelimit";
 }
 
 /// The key of one piece of shared state about one resource of one tenant.
@@ -30,7 +32,7 @@ pub mod kind {
 pub struct ResourceKey {
     /// The tenant id (a configured name or a hash of a credential, never a key).
     pub tenant: String,
-    /// The upstream: `sutro` or `xai`.
+    /// The upstream: `sutro` or `xai`; `gateway` for state of the tenant itself.
     pub provider: &'static str,
     /// What the key holds, one of [`kind`].
     pub kind: &'static str,

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod progress;
 pub mod proto;
+pub mod ratelimit;
 pub mod records;
 pub mod server;
 pub mod services;

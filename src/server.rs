@@ -20,6 +20,7 @@ use crate::idempotency;
 use crate::progress;
 use crate::proto::sutro::v1::job_service_server::JobServiceServer;
 use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
+use crate::ratelimit::{self, RateLimitLayer};
 use crate::records;
 use crate::services::auth_gate::AuthGate;
 use crate::services::batches::BatchesService;
@@ -103,6 +104,10 @@ impl App {
             SharedRedis::from_config(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
         let cache = cache::status_cache(&config, redis.as_ref());
         let auth = AuthGate::new(config.auth_ttl, redis.clone());
+        let rate_limits = RateLimitLayer::new(
+            config.rate_limits.clone(),
+            ratelimit::limiter(&config, redis.as_ref()),
+        );
 
         let stop = CancellationToken::new();
         let idempotency = idempotency::store(&config, redis.as_ref());
@@ -181,6 +186,8 @@ impl App {
             .layer(DecodeErrorsLayer)
             // Before every handler: a call without a good credential ends here.
             .layer(CallerLayer::new(Callers::from_config(&config)))
+            // Inside the caller layer, whose tenant it limits; a pass-through when off.
+            .layer(rate_limits)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -160,9 +160,9 @@ fn wire_error(error: &Error) -> WireError {
         wire.host = id.host.clone();
     };
     match error {
-        // Raised by the codec layer for a caller's message, never by a poller: the
-        // code and message (set above) are all a watcher could need.
-        Error::MalformedRequest(_) | Error::RequestTooLarge(_) => {}
+        // Raised by the codec and limit layers for a caller's call, never by a poller:
+        // the code and message (set above) are all a watcher could need.
+        Error::MalformedRequest(_) | Error::RequestTooLarge(_) | Error::RateLimited { .. } => {}
         Error::InvalidArgument(violations) => {
             wire.variant = variant::INVALID_ARGUMENT;
             wire.fields = violations.iter().map(|v| v.field.clone()).collect();

@@ -7,6 +7,7 @@ mod common;
 mod cache;
 mod hub;
 mod idempotency;
+mod ratelimit;
 mod replicas;
 mod shared_redis;
 mod status_cache;

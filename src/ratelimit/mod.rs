@@ -1,0 +1,124 @@
+//! Caller rate limits: GCRA per tenant and method class, and a cap on open streams per
+//! tenant. A limiter trait with `memory` (governor) and `redis` (one Lua script) backends.
+
+mod class;
+mod layer;
+mod memory;
+mod policy;
+mod redis;
+mod streams;
+
+pub use class::{Class, Method, Service, classify};
+pub use layer::{RateLimitLayer, RateLimitService};
+pub use memory::MemoryLimiter;
+pub use policy::{ClassSettings, Limit, LimitSetting, RateLimits, RedisDown};
+pub use redis::RedisLimiter;
+pub use streams::{StreamGuard, Streams};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::HeaderValue;
+
+use crate::config::Config;
+use crate::shared_redis::SharedRedis;
+
+/// The answer to one call's check against one limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// Whether the call may go ahead.
+    pub admitted: bool,
+    /// The limit it was checked against.
+    pub limit: Limit,
+    /// Calls that would be admitted right now, after this one.
+    pub remaining: u32,
+    /// Time until the bucket is full again (every call of the burst available).
+    pub reset: Duration,
+    /// For a refused call: the wait until one call would be admitted.
+    pub retry_after: Duration,
+}
+
+impl Decision {
+    /// The decision of a limiter that could not look (Redis away, `open` mode): admitted,
+    /// and reported as an untouched bucket.
+    pub fn unchecked(limit: Limit) -> Decision {
+        Decision {
+            admitted: true,
+            limit,
+            remaining: limit.burst,
+            reset: Duration::ZERO,
+            retry_after: Duration::ZERO,
+        }
+    }
+
+    /// Adds Envoy's `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset`
+    /// (whole seconds until the bucket is full, rounded up) to response headers.
+    pub fn annotate(&self, headers: &mut HeaderMap) {
+        if let Ok(limit) = HeaderValue::from_str(&self.limit.header()) {
+            headers.insert("x-ratelimit-limit", limit);
+        }
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from(ceil_secs(self.reset)),
+        );
+    }
+}
+
+fn ceil_secs(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// Where GCRA buckets live. A check never fails: a backend in trouble decides by its
+/// own fallback (see [`RedisDown`]) rather than failing the caller's call.
+#[tonic::async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts one call of `tenant` in `class` against `limit`, if it is admitted.
+    async fn check(&self, tenant: &str, class: Class, limit: Limit) -> Decision;
+}
+
+/// The limiter `config` asks for: on `redis` when there is one (shared by every
+/// replica), else in this process. `None` when no rate limit is configured.
+pub fn limiter(config: &Config, redis: Option<&SharedRedis>) -> Option<Arc<dyn RateLimiter>> {
+    let limits = &config.rate_limits;
+    if !limits.any_rate() {
+        return None;
+    }
+    let idle = limits.longest_refill();
+    Some(match redis {
+        Some(redis) => Arc::new(RedisLimiter::new(
+            redis.clone(),
+            limits.redis_down,
+            limits.replicas,
+            idle,
+        )),
+        None => Arc::new(MemoryLimiter::new(idle)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_render_envoys_headers() {
+        let decision = Decision {
+            admitted: true,
+            limit: Limit {
+                per_second: 50.0,
+                burst: 10,
+            },
+            remaining: 7,
+            reset: Duration::from_millis(60),
+            retry_after: Duration::ZERO,
+        };
+        let mut headers = HeaderMap::new();
+        decision.annotate(&mut headers);
+        assert_eq!(headers["x-ratelimit-limit"], "50, 50;w=1;burst=10");
+        assert_eq!(headers["x-ratelimit-remaining"], "7");
+        assert_eq!(headers["x-ratelimit-reset"], "1");
+        assert_eq!(ceil_secs(Duration::ZERO), 0);
+        assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
+    }
+}
