@@ -207,6 +207,22 @@ pub struct ConfigLayer {
     /// How many replicas share the rate limits, for the `local` fallback's share [default: 1].
     #[arg(long, env = "BATCHGATE_RATE_LIMIT_REPLICAS")]
     pub rate_limit_replicas: Option<u32>,
+
+    /// xAI's batch creations per second for the whole team, kept across replicas
+    /// (with Redis); calls wait their turn within their deadline. 0 turns it off
+    /// [default: 2, xAI's documented limit].
+    #[arg(long, env = "BATCHGATE_XAI_CREATES_PER_SECOND")]
+    pub xai_creates_per_second: Option<f64>,
+
+    /// xAI's add-requests calls per 30 s for the whole team (one every 30 s ÷ this),
+    /// kept across replicas. 0 turns it off [default: 1000, xAI's documented limit].
+    #[arg(long, env = "BATCHGATE_XAI_ADD_CALLS_PER_30S")]
+    pub xai_add_calls_per_30s: Option<f64>,
+
+    /// Sutro job creations per second for the whole team, kept across replicas
+    /// [default: 0, off: Sutro documents no such limit].
+    #[arg(long, env = "BATCHGATE_SUTRO_CREATES_PER_SECOND")]
+    pub sutro_creates_per_second: Option<f64>,
 }
 
 /// How log lines are written.
@@ -267,6 +283,9 @@ impl ConfigLayer {
             tenants_file,
             allow_anonymous,
             rate_limits,
+            xai_creates_per_second,
+            xai_add_calls_per_30s,
+            sutro_creates_per_second,
             tenant_limits,
             max_streams_per_tenant,
             rate_limit_redis_down,
@@ -364,6 +383,20 @@ pub struct Config {
     pub admission: Admission,
     /// Caller rate limits and the stream cap (all off by default).
     pub rate_limits: RateLimits,
+    /// The upstreams' own team-wide limits (unset: not kept).
+    pub budgets: UpstreamBudgets,
+}
+
+/// The upstreams' own team-wide limits the gateway keeps for all its callers, as
+/// sustained rates (one call per interval, no burst, so no window is ever overrun).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UpstreamBudgets {
+    /// xAI batch creations per second.
+    pub xai_creates_per_second: Option<f64>,
+    /// xAI add-requests calls per second (the per-30 s limit ÷ 30).
+    pub xai_adds_per_second: Option<f64>,
+    /// Sutro job creations per second.
+    pub sutro_creates_per_second: Option<f64>,
 }
 
 /// The largest message the gateway ever sends (gRPC's common default receive limit).
@@ -494,6 +527,12 @@ impl Config {
                 anonymous: layer.allow_anonymous.unwrap_or(false),
             },
             rate_limits,
+            budgets: UpstreamBudgets {
+                xai_creates_per_second: rate(layer.xai_creates_per_second.unwrap_or(2.0))?,
+                xai_adds_per_second: rate(layer.xai_add_calls_per_30s.unwrap_or(1000.0))?
+                    .map(|per_30s| per_30s / 30.0),
+                sutro_creates_per_second: rate(layer.sutro_creates_per_second.unwrap_or(0.0))?,
+            },
         })
     }
 
@@ -502,6 +541,16 @@ impl Config {
         // Defaults are all valid, so this cannot fail; keep the fallible path for real input.
         Config::resolve(ConfigLayer::default()).unwrap_or_else(|e| unreachable!("{e}"))
     }
+}
+
+/// A budget's rate: 0 is off, a negative or non-finite one is a mistake.
+fn rate(value: f64) -> Result<Option<f64>, ConfigError> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(ConfigError(format!(
+            "an upstream budget must be a rate of 0 (off) or more, not {value}"
+        )));
+    }
+    Ok((value > 0.0).then_some(value))
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub mod kind {
     pub const AUTH: &str = "auth";
     /// A tenant's GCRA bucket of one method class (provider `gateway`, the id is the class).
     pub const RATELIMIT: &str = "ratelimit";
+    /// An upstream's budgets paused after its 429 (tenant `upstream-<provider>`).
+    pub const PAUSE: &str = "pause";
 }
 
 /// The key of one piece of shared state about one resource of one tenant.

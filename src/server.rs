@@ -30,6 +30,7 @@ use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
 use crate::tenant::Secret;
 use crate::upstream::base_url::normalize_base_url;
+use crate::upstream::budget::Budgets;
 use crate::upstream::http::Limits;
 use crate::upstream::sutro::SutroClient;
 use crate::upstream::xai::XaiClient;
@@ -103,6 +104,9 @@ impl App {
         let redis =
             SharedRedis::from_config(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
         let cache = cache::status_cache(&config, redis.as_ref());
+        // The upstreams' own team-wide limits, shared by the replicas through Redis.
+        let sutro = sutro.with_budgets(Budgets::from_config("sutro", &config, redis.as_ref()));
+        let xai = xai.with_budgets(Budgets::from_config("xai", &config, redis.as_ref()));
         let auth = AuthGate::new(config.auth_ttl, redis.clone());
         let rate_limits = RateLimitLayer::new(
             config.rate_limits.clone(),

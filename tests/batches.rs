@@ -701,3 +701,103 @@ async fn a_result_repeated_pages_later_is_streamed_once() {
     assert_eq!(ids.iter().filter(|id| **id == "r00").count(), 1);
     assert!(app.sim.calls("GET /v1/batches/{batch_id}/results") >= 5);
 }
+
+/// A gateway keeping xAI's creation budget at `per_second`, before a simulated xAI that
+/// answers 429 past `upstream_per_second`.
+async fn budgeted(per_second: f64, upstream_per_second: u32) -> common::TestApp {
+    let sim = SimConfig {
+        xai: XaiSimConfig {
+            creates_per_second: upstream_per_second,
+            ..XaiSimConfig::fast()
+        },
+        ..SimConfig::fast()
+    };
+    spawn_app_with(sim, |settings| {
+        settings.xai_creates_per_second = Some(per_second);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_keep_to_the_upstream_budget_and_earn_no_429() {
+    // The budget is three quarters of what the upstream allows: arrival jitter never
+    // squeezes two slots into one of its windows.
+    let app = budgeted(15.0, 20).await;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..50)
+        .map(|n| {
+            let mut batches = app.batches.clone();
+            tokio::spawn(async move {
+                batches
+                    .create_batch(pb::CreateBatchRequest {
+                        name: format!("budgeted {n}"),
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("joined").expect("every create succeeds");
+    }
+    assert_eq!(
+        app.sim.calls("POST /v1/batches"),
+        50,
+        "no create was refused"
+    );
+    // One slot at once, then one every 1/15 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs_f64(48.0 / 15.0),
+        "{:?}: faster than the budget",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_429_pauses_every_budgeted_caller_for_its_retry_after() {
+    let mut app = budgeted(50.0, 0).await;
+    app.sim.inject(batchgate::sim::FaultRule {
+        route: "POST /v1/batches".into(),
+        times: 1,
+        fault: batchgate::sim::Fault::Status {
+            code: 429,
+            retry_after_secs: Some(2),
+            retry_after_form: batchgate::sim::RetryAfterForm::Seconds,
+        },
+    });
+    let refused = app
+        .batches
+        .create_batch(pb::CreateBatchRequest {
+            name: "refused".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the upstream's 429 reaches its caller: a create is never retried");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let paused = std::time::Instant::now();
+    let calls: Vec<_> = (0..5)
+        .map(|n| {
+            let mut batches = app.batches.clone();
+            tokio::spawn(async move {
+                batches
+                    .create_batch(pb::CreateBatchRequest {
+                        name: format!("after the 429 {n}"),
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await
+            .expect("joined")
+            .expect("created once the pause is over");
+    }
+    // At 50/s they would all be done in a tenth of a second.
+    assert!(
+        paused.elapsed() >= Duration::from_millis(1_800),
+        "{:?}: the callers did not wait out the Retry-After",
+        paused.elapsed()
+    );
+    assert_eq!(app.sim.calls("POST /v1/batches"), 6);
+}

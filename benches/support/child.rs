@@ -80,6 +80,8 @@ pub async fn serve() {
         xai_base_url: Some(sim.xai_base_url()),
         xai_api_key: Some(sim::XAI_DEMO_API_KEY.into()),
         allow_anonymous: Some(true),
+        xai_creates_per_second: Some(0.0),
+        xai_add_calls_per_30s: Some(0.0),
         watch_poll_ms: Some(100),
         watch_heartbeat_ms: Some(5_000),
         drain_timeout_ms: Some(2_000),

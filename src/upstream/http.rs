@@ -19,6 +19,7 @@ use url::Url;
 use crate::config::RetryPolicy;
 use crate::context::CallContext;
 use crate::error::{Error, Result, UpstreamFailure, UpstreamId};
+use crate::upstream::budget::{Budgets, Spend};
 use crate::upstream::relay::{relayable_id, scrub};
 pub use crate::upstream::reply::Reply;
 
@@ -44,6 +45,8 @@ pub struct Call {
     pub body: Option<serde_json::Value>,
     /// Whether the call may be repeated safely (reads and cancels). Creates are not.
     pub idempotent: bool,
+    /// The upstream budget each attempt spends, if any.
+    pub spend: Option<Spend>,
 }
 
 impl Call {
@@ -55,6 +58,7 @@ impl Call {
             query: Vec::new(),
             body: None,
             idempotent: true,
+            spend: None,
         }
     }
 
@@ -69,7 +73,14 @@ impl Call {
             query: Vec::new(),
             body: Some(body),
             idempotent: false,
+            spend: None,
         }
+    }
+
+    /// Marks each attempt as spending one slot of the upstream's `spend` budget.
+    pub fn spends(mut self, spend: Spend) -> Self {
+        self.spend = Some(spend);
+        self
     }
 
     /// Marks the call safe to retry.
@@ -97,6 +108,8 @@ pub struct UpstreamHttp {
     /// One permit per request in flight. tokio's semaphore is FIFO, so waiting calls are
     /// served in arrival order, each giving up at its own deadline.
     slots: Arc<Semaphore>,
+    /// The upstream's own team-wide limits, kept for the whole cluster.
+    budgets: Budgets,
 }
 
 /// What bounds one upstream's use of memory and connections.
@@ -147,7 +160,14 @@ impl UpstreamHttp {
             retry,
             max_body_bytes: limits.max_body_bytes,
             slots: Arc::new(Semaphore::new(limits.max_in_flight)),
+            budgets: Budgets::default(),
         })
+    }
+
+    /// The same client, spending `budgets` on the calls that name one.
+    pub fn with_budgets(mut self, budgets: Budgets) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     /// Which upstream this is.
@@ -285,6 +305,11 @@ impl UpstreamHttp {
         async move {
             let mut tries = 1;
             loop {
+                if let Some(spend) = call.spend {
+                    self.budgets
+                        .spend(spend, &ctx.caller.tenant, deadline)
+                        .await?;
+                }
                 // The slot is taken per attempt, so a call waiting out a backoff holds none.
                 let slot = match timeout_at(deadline, self.slots.acquire()).await {
                     Ok(Ok(slot)) => slot,
@@ -309,6 +334,13 @@ impl UpstreamHttp {
                     Ok(value) => return Ok(value),
                     Err(error) => error,
                 };
+                if let Error::Upstream(failure) = &error
+                    && failure.status == 429
+                {
+                    // The team's limit is spent: nobody's budgeted call goes until it is back.
+                    let wait = failure.retry_after.unwrap_or(Duration::from_secs(1));
+                    self.budgets.pause_for(wait).await;
+                }
                 if !call.idempotent || tries >= self.retry.max_attempts || !is_retryable(&error) {
                     return Err(error);
                 }

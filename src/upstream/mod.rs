@@ -2,6 +2,7 @@
 //! client per provider with a method per REST endpoint (`sutro`, `xai`).
 
 pub mod base_url;
+pub mod budget;
 pub mod http;
 pub mod lenient;
 pub mod relay;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::base_url::is_retired_sutro_host;
+use super::budget::{Budgets, Spend};
 use super::http::{AuthScheme, Call, Limits, Reply, UpstreamHttp};
 use super::sutro_models::*;
 use crate::config::RetryPolicy;
@@ -56,7 +57,8 @@ impl SutroClient {
         body: Value,
         ctx: &CallContext,
     ) -> Result<Reply<CreateJobReply>> {
-        self.call(&Call::post(["batch-inference"], body), ctx).await
+        let call = Call::post(["batch-inference"], body).spends(Spend::Create);
+        self.call(&call, ctx).await
     }
 
     /// `GET job-status/{id}`.
@@ -197,6 +199,13 @@ impl SutroClient {
             }
         };
         Ok(Box::pin(lines))
+    }
+
+    /// The same client, keeping to `budgets` (Sutro's creations, when configured).
+    pub fn with_budgets(self, budgets: Budgets) -> Self {
+        Self {
+            http: self.http.with_budgets(budgets),
+        }
     }
 
     /// Which upstream this is.

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 use url::Url;
 
+use super::budget::{Budgets, Spend};
 use super::http::{AuthScheme, Call, Limits, Reply, UpstreamHttp};
 use super::xai_models::*;
 use crate::config::RetryPolicy;
@@ -25,6 +26,13 @@ impl XaiClient {
         })
     }
 
+    /// The same client, keeping to `budgets` (xAI's creations and add calls).
+    pub fn with_budgets(self, budgets: Budgets) -> Self {
+        Self {
+            http: self.http.with_budgets(budgets),
+        }
+    }
+
     /// Which upstream this is.
     pub fn upstream(&self) -> &crate::error::UpstreamId {
         self.http.id()
@@ -41,7 +49,8 @@ impl XaiClient {
         if let (Some(id), Some(map)) = (input_file_id, body.as_object_mut()) {
             map.insert("input_file_id".into(), json!(id));
         }
-        self.call(&Call::post(["batches"], body), ctx).await
+        let call = Call::post(["batches"], body).spends(Spend::Create);
+        self.call(&call, ctx).await
     }
 
     /// `GET /v1/batches/{id}`.
@@ -95,7 +104,8 @@ impl XaiClient {
             ["batches", batch_id, "requests"],
             json!({ "batch_requests": requests }),
         )
-        .idempotent();
+        .idempotent()
+        .spends(Spend::Add);
         // No answer body is documented: nothing, `{}`, 204 or a body are all success.
         let reply = self
             .http

@@ -33,6 +33,9 @@ pub fn test_settings(sim: &SimHandle) -> ConfigLayer {
         xai_api_key: Some(sim::XAI_DEMO_API_KEY.into()),
         // Most tests call as the gateway's own key; the simulator's URL is a real upstream to it.
         allow_anonymous: Some(true),
+        // The fast simulator keeps no xAI limits; tests of the budgets set their own.
+        xai_creates_per_second: Some(0.0),
+        xai_add_calls_per_30s: Some(0.0),
         retry_base_delay_ms: Some(10),
         retry_max_delay_ms: Some(50),
         watch_heartbeat_ms: Some(300),

@@ -13,6 +13,7 @@ use batchgate::ratelimit::{Class, Limit, LimitSetting, RateLimiter, RedisDown, R
 use batchgate::server::App;
 use batchgate::shared_redis::{RedisTarget, SharedRedis};
 use batchgate::sim::{self, SimConfig};
+use batchgate::tenant::ANONYMOUS_TENANT;
 use tokio::task::JoinSet;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -153,7 +154,7 @@ async fn without_redis_open_mode_admits_every_call() {
     }
 }
 
-/// Three gateways on one Redis; tenant `managed` (callers without a key) limited to
+/// Three gateways on one Redis; tenant `anonymous` (callers without a key) limited to
 /// 50/s with a burst of 10 on reads, driven at 500 calls/s for 5 s over six connections:
 /// about 10 + 50 × 5 calls are admitted, whichever replica they reach. A caller with
 /// another key (another tenant, refused upstream) is never limited meanwhile.
@@ -180,7 +181,10 @@ async fn three_replicas_hold_a_tenant_to_its_rate_and_leave_others_alone() {
     settings.redis_timeout_ms = Some(5_000);
     // Everyone: a large burst refilled slowly, so another tenant's remaining counts down.
     settings.rate_limits = Some(limit(1.0, 1_000));
-    settings.tenant_limits = Some(BTreeMap::from([("managed".to_owned(), limit(50.0, 10))]));
+    settings.tenant_limits = Some(BTreeMap::from([(
+        ANONYMOUS_TENANT.to_owned(),
+        limit(50.0, 10),
+    )]));
     let config = Config::resolve(settings).expect("valid config");
     let mut apps = Vec::new();
     let mut clients = Vec::new();
@@ -258,7 +262,7 @@ async fn three_replicas_hold_a_tenant_to_its_rate_and_leave_others_alone() {
                     "{delay:?}"
                 );
                 let quota = details.quota_failure().expect("QuotaFailure");
-                assert_eq!(quota.violations[0].subject, "tenant:managed/class:read");
+                assert_eq!(quota.violations[0].subject, "tenant:anonymous/class:read");
             }
         }
     }
