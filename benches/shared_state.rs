@@ -1,7 +1,7 @@
 //! What shared state buys, as ratios measured in one run: cache-hit `GetJobStatus`
 //! throughput against `Health/Check` on the same server (memory and Redis backends),
 //! upstream status reads under polling (one replica and three sharing Redis), and
-//! watch fan-out over three replicas. Run: `cargo bench --bench shared_state`
+//! watch fan-out over three replicas, and what caller rate limits cost. Run: `cargo bench --bench shared_state`
 //! (`-- --quick` for a short run, `-- watchers` for one phase). Needs `redis-server`.
 //!
 //! Everything runs in this process on a multi-threaded runtime: the ratios compare
@@ -15,7 +15,7 @@ mod mem;
 mod redis_server;
 mod shared;
 
-use shared::{polling, throughput, watchers};
+use shared::{limiter, polling, throughput, watchers};
 
 #[tokio::main]
 async fn main() {
@@ -34,10 +34,10 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         shared::load_average()
     );
-    // `-- watchers` (or `throughput`, `polling`) runs that phase alone.
+    // `-- watchers` (or `throughput`, `polling`, `limiter`) runs that phase alone.
     let only: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["throughput", "polling", "watchers"].contains(&a.as_str()))
+        .filter(|a| ["throughput", "polling", "watchers", "limiter"].contains(&a.as_str()))
         .collect();
     let wanted = |phase: &str| only.is_empty() || only.iter().any(|o| o == phase);
     if wanted("throughput") {
@@ -48,6 +48,9 @@ async fn main() {
     }
     if wanted("watchers") {
         watchers::run(quick).await;
+    }
+    if wanted("limiter") {
+        limiter::run(quick).await;
     }
     println!();
     println!("# load average at end: {}", shared::load_average());

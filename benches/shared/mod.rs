@@ -1,6 +1,7 @@
 //! The replicas the shared-state benchmark drives: gateways in this process on port 0,
 //! beside one simulator and, where asked, one `redis-server` of their own.
 
+pub mod limiter;
 pub mod polling;
 pub mod throughput;
 pub mod watchers;
@@ -23,13 +24,23 @@ pub struct Replicas {
 impl Replicas {
     /// `count` gateways; with `redis_url`, they share that Redis.
     pub async fn start(sim: SimConfig, count: usize, redis_url: Option<String>) -> Self {
+        Self::start_with(sim, count, redis_url, |_| {}).await
+    }
+
+    /// The same, with `tweak` applied to each gateway's settings.
+    pub async fn start_with(
+        sim: SimConfig,
+        count: usize,
+        redis_url: Option<String>,
+        tweak: impl Fn(&mut ConfigLayer),
+    ) -> Self {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let sim = sim::start(sim, loopback)
             .await
             .expect("the simulator starts");
         let mut apps = Vec::new();
         for _ in 0..count {
-            let config = Config::resolve(ConfigLayer {
+            let mut layer = ConfigLayer {
                 listen: Some(loopback),
                 sutro_base_url: Some(sim.sutro_base_url()),
                 sutro_api_key: Some(sim::DEMO_API_KEY.into()),
@@ -40,8 +51,9 @@ impl Replicas {
                 watch_poll_ms: Some(100),
                 drain_timeout_ms: Some(2_000),
                 ..Default::default()
-            })
-            .expect("a valid config");
+            };
+            tweak(&mut layer);
+            let config = Config::resolve(layer).expect("a valid config");
             apps.push(App::start(config).await.expect("the gateway starts"));
         }
         Self { sim, apps }

@@ -17,7 +17,7 @@ const CONNECTIONS: usize = 50;
 const STREAMS_PER_CONNECTION: usize = 20;
 
 #[derive(Clone, Copy, PartialEq)]
-enum Case {
+pub enum Case {
     Health,
     Status,
 }
@@ -79,7 +79,7 @@ async fn one_backend(name: &str, redis_url: Option<String>, rounds: usize, windo
 }
 
 /// Calls per second of `case` over `window`, from every stream at once.
-async fn measure(channels: &[Channel], case: Case, job_id: &str, window: Duration) -> f64 {
+pub async fn measure(channels: &[Channel], case: Case, job_id: &str, window: Duration) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -118,7 +118,7 @@ async fn measure(channels: &[Channel], case: Case, job_id: &str, window: Duratio
     counted as f64 / elapsed.as_secs_f64()
 }
 
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]

@@ -50,6 +50,8 @@ pub(super) struct Follower<T> {
     mode: Mode,
     /// Redis calls failed in a row.
     failures: u32,
+    /// Since when Redis calls have failed (each only by being slow), if they do.
+    slow_since: Option<Instant>,
     /// When the holder last saw a watcher anywhere in the cluster.
     last_watched: Instant,
     /// The snapshot last applied, so an unchanged one wakes nobody.
@@ -81,6 +83,7 @@ where
             poller: None,
             mode: Mode::Follower,
             failures: 0,
+            slow_since: None,
             last_watched: Instant::now(),
             last_read: None,
             last_observed: None,
@@ -143,6 +146,7 @@ where
             }
         };
         self.failures = 0;
+        self.slow_since = None;
         self.hub.redis_answered();
         if let Some(bytes) = tick.snapshot
             && self.apply(bytes)
@@ -264,11 +268,19 @@ where
     }
 
     /// A Redis call failed: after two in a row (or at once when Redis is known to be
-    /// down) this replica polls for itself.
+    /// down) this replica polls for itself. Calls that only timed out must go on failing
+    /// for half a lease first: a replica starved of CPU sees its own calls time out while
+    /// the holder polls on, and a second poller would be a second upstream stream.
     fn failed(&mut self, error: &redis::RedisError) {
         self.failures += 1;
         if self.mode == Mode::Fallback || (self.failures < 2 && self.hub.redis.is_up()) {
             return;
+        }
+        if error.is_timeout() {
+            let since = *self.slow_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < self.hub.timing.lease / 2 {
+                return;
+            }
         }
         self.hub.redis_failed(error);
         self.mode = Mode::Fallback;
