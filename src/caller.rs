@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::context::CallContext;
 use crate::error::{Error, Result};
 use crate::tenant::{Admission, PeerIdentity, Secret};
+use crate::tls_incoming::TlsPeer;
 
 /// The gRPC services callers are identified for, by path prefix, with their upstream.
 /// Everything else (health, reflection) is open to any caller.
@@ -119,7 +120,16 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let metadata = MetadataMap::from_headers(request.headers().clone());
-        let tenant = match self.callers.context(request.uri().path(), &metadata, None) {
+        // tonic puts the connection's info in every request's extensions; only a TLS
+        // connection's carries a client certificate.
+        let peer = request
+            .extensions()
+            .get::<TlsPeer>()
+            .and_then(|info| info.identity.clone());
+        let tenant = match self
+            .callers
+            .context(request.uri().path(), &metadata, peer.as_deref())
+        {
             None => None,
             Some(Ok(context)) => {
                 let tenant = context.caller.tenant.clone();

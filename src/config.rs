@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::shared_redis::RedisTarget;
 use crate::tenant::{Admission, Secret, Tenants};
+use crate::tls::TlsFiles;
 use crate::upstream::base_url::normalize_base_url;
 
 /// One layer of settings: the command line (with env fallbacks) or the TOML file.
@@ -168,8 +169,9 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_WATCH_GRACE_MS")]
     pub watch_grace_ms: Option<u64>,
 
-    /// Managed mode: a TOML file of `[[tenant]]` tables (`name`, `token_sha256`,
-    /// optional `services`); callers send `authorization: Bearer <gateway token>` and
+    /// Managed mode: a TOML file of `[[tenant]]` tables (`name`, `token_sha256` and/or
+    /// `client_cert_subject` / `client_cert_san`, optional `services`); callers send
+    /// `authorization: Bearer <gateway token>` or a client certificate (mutual TLS) and
     /// the gateway calls upstream with its own keys. Unset: callers bring their own
     /// upstream keys (passthrough).
     #[arg(long, env = "BATCHGATE_TENANTS_FILE")]
@@ -180,6 +182,21 @@ pub struct ConfigLayer {
     /// simulator].
     #[arg(long, env = "BATCHGATE_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_anonymous: Option<bool>,
+
+    /// TLS on the listener: PEM certificate chain (leaf first); needs `tls_key`.
+    /// Re-read when it changes, for new connections. Unset: plain TCP.
+    #[arg(long, env = "BATCHGATE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// TLS on the listener: PEM private key of `tls_cert`; needs `tls_cert`.
+    #[arg(long, env = "BATCHGATE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: PEM bundle of the CAs a client certificate must chain to; a client
+    /// without such a certificate fails the handshake. In managed mode a tenant may be
+    /// named by its certificate (`client_cert_subject`, `client_cert_san`). Needs TLS.
+    #[arg(long, env = "BATCHGATE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// How log lines are written.
@@ -239,6 +256,9 @@ impl ConfigLayer {
             watch_grace_ms,
             tenants_file,
             allow_anonymous,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         )
     }
 
@@ -330,6 +350,8 @@ pub struct Config {
     /// Who may call: the tenants of managed mode, or whether anonymous callers may
     /// use the gateway's own keys.
     pub admission: Admission,
+    /// TLS on the listener (and mutual TLS with a client CA); `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The largest message the gateway ever sends (gRPC's common default receive limit).
@@ -399,7 +421,27 @@ impl Config {
         if retry_max_attempts == 0 {
             return Err(ConfigError("retry_max_attempts must be at least 1".into()));
         }
+        let tls = match (layer.tls_cert, layer.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: layer.tls_client_ca,
+            }),
+            (None, None) if layer.tls_client_ca.is_some() => {
+                return Err(ConfigError(
+                    "tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS first".into(),
+                ));
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "tls_cert and tls_key go together: set both for TLS, or neither for plain TCP"
+                        .into(),
+                ));
+            }
+        };
         Ok(Config {
+            tls,
             listen: layer
                 .listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
@@ -547,6 +589,26 @@ mod tests {
         ] {
             let layer: ConfigLayer = toml::from_str(zero).unwrap();
             assert!(Config::resolve(layer).is_err(), "{zero}");
+        }
+    }
+
+    #[test]
+    fn tls_needs_both_a_certificate_and_a_key() {
+        assert_eq!(Config::embedded().tls, None);
+        let both: ConfigLayer = toml::from_str(
+            "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_client_ca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let tls = Config::resolve(both).unwrap().tls.unwrap();
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("ca.pem")));
+        for half in [
+            "tls_cert = \"c.pem\"",
+            "tls_key = \"k.pem\"",
+            "tls_client_ca = \"ca.pem\"",
+        ] {
+            let layer: ConfigLayer = toml::from_str(half).unwrap();
+            let error = Config::resolve(layer).unwrap_err();
+            assert!(error.0.contains("tls_"), "{half}: {}", error.0);
         }
     }
 

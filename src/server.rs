@@ -2,7 +2,7 @@
 //! grpc-web, per-RPC spans, and graceful shutdown with a bounded drain.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -28,6 +28,8 @@ use crate::services::jobs::JobsService;
 use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
 use crate::tenant::Secret;
+use crate::tls;
+use crate::tls_incoming::TlsIncoming;
 use crate::upstream::base_url::normalize_base_url;
 use crate::upstream::http::Limits;
 use crate::upstream::sutro::SutroClient;
@@ -160,6 +162,15 @@ impl App {
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip);
 
+        // Read before binding: a bad certificate stops the start, not the first caller.
+        let tls = match &config.tls {
+            Some(files) => {
+                let loaded = files.load().map_err(ServeError::Setup)?;
+                tracing::info!(mutual = files.client_ca.is_some(), "TLS on the listener");
+                Some((files.clone(), Arc::new(RwLock::new(loaded))))
+            }
+            None => None,
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -190,12 +201,24 @@ impl App {
         // a few percent of calls under concurrency (docs/BENCHMARKS.md).
         let incoming = BackoffIncoming::new(TcpIncoming::from(listener).with_nodelay(Some(true)));
         let stopped = stop.clone();
-        let served = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
-                .await
-                .map_err(ServeError::from)
-        });
+        let served = match tls {
+            None => tokio::spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
+                    .await
+                    .map_err(ServeError::from)
+            }),
+            Some((files, shared)) => {
+                tls::spawn_reloader(files, shared.clone(), stop.child_token());
+                let incoming = TlsIncoming::new(incoming, shared);
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
+                        .await
+                        .map_err(ServeError::from)
+                })
+            }
+        };
         tracing::info!(%addr, "batchgate is serving");
         Ok(App {
             addr,
