@@ -86,6 +86,13 @@ impl App {
                 tenants = tenants.len(),
                 "managed mode: callers are known by their gateway tokens"
             );
+            let mutual = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            if tenants.names_certificates() && !mutual {
+                tracing::warn!(
+                    "the tenants file names client certificates, but tls_client_ca is unset: \
+                     no caller can present one, so those tenants need their tokens"
+                );
+            }
         }
         let config = Arc::new(config);
         let setup = |e: crate::error::Error| ServeError::Setup(e.to_string());

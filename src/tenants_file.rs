@@ -180,6 +180,11 @@ impl Tenants {
         Ok(found.map(Arc::as_ref))
     }
 
+    /// Whether some tenant is named by a client certificate.
+    pub fn names_certificates(&self) -> bool {
+        !self.by_subject.is_empty() || !self.by_san.is_empty()
+    }
+
     /// How many tenants the file names.
     pub fn len(&self) -> usize {
         self.count
