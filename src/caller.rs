@@ -13,7 +13,8 @@ use tower::{Layer, Service};
 use crate::config::Config;
 use crate::context::CallContext;
 use crate::error::{Error, Result};
-use crate::tenant::{Admission, Secret};
+use crate::tenant::{Admission, PeerIdentity, Secret};
+use crate::tls_incoming::TlsPeer;
 
 /// The gRPC services callers are identified for, by path prefix, with their upstream.
 /// Everything else (health, reflection) is open to any caller.
@@ -42,8 +43,14 @@ impl Callers {
         }
     }
 
-    /// The context of a call to `path`; `None` for a path no upstream serves.
-    pub fn context(&self, path: &str, metadata: &MetadataMap) -> Option<Result<CallContext>> {
+    /// The context of a call to `path` from a connection whose client certificate
+    /// (mutual TLS) is `peer`; `None` for a path no upstream serves.
+    pub fn context(
+        &self,
+        path: &str,
+        metadata: &MetadataMap,
+        peer: Option<&PeerIdentity>,
+    ) -> Option<Result<CallContext>> {
         let (_, provider) = SERVICES
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix))?;
@@ -53,6 +60,7 @@ impl Callers {
         };
         Some(CallContext::from_metadata(
             metadata,
+            peer,
             provider,
             managed_key,
             &self.admission,
@@ -112,7 +120,16 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let metadata = MetadataMap::from_headers(request.headers().clone());
-        let tenant = match self.callers.context(request.uri().path(), &metadata) {
+        // tonic puts the connection's info in every request's extensions; only a TLS
+        // connection's carries a client certificate.
+        let peer = request
+            .extensions()
+            .get::<TlsPeer>()
+            .and_then(|info| info.identity.clone());
+        let tenant = match self
+            .callers
+            .context(request.uri().path(), &metadata, peer.as_deref())
+        {
             None => None,
             Some(Ok(context)) => {
                 let tenant = context.caller.tenant.clone();

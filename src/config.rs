@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use crate::ratelimit::{ClassSettings, RateLimits, RedisDown};
 use crate::shared_redis::RedisTarget;
 use crate::tenant::{Admission, Secret, Tenants};
+use crate::tls::TlsFiles;
 use crate::upstream::base_url::normalize_base_url;
 
 /// One layer of settings: the command line (with env fallbacks) or the TOML file.
@@ -171,8 +172,9 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_WATCH_GRACE_MS")]
     pub watch_grace_ms: Option<u64>,
 
-    /// Managed mode: a TOML file of `[[tenant]]` tables (`name`, `token_sha256`,
-    /// optional `services`); callers send `authorization: Bearer <gateway token>` and
+    /// Managed mode: a TOML file of `[[tenant]]` tables (`name`, `token_sha256` and/or
+    /// `client_cert_subject` / `client_cert_san`, optional `services`); callers send
+    /// `authorization: Bearer <gateway token>` or a client certificate (mutual TLS) and
     /// the gateway calls upstream with its own keys. Unset: callers bring their own
     /// upstream keys (passthrough).
     #[arg(long, env = "BATCHGATE_TENANTS_FILE")]
@@ -223,6 +225,21 @@ pub struct ConfigLayer {
     /// [default: 0, off: Sutro documents no such limit].
     #[arg(long, env = "BATCHGATE_SUTRO_CREATES_PER_SECOND")]
     pub sutro_creates_per_second: Option<f64>,
+
+    /// TLS on the listener: PEM certificate chain (leaf first); needs `tls_key`.
+    /// Re-read when it changes, for new connections. Unset: plain TCP.
+    #[arg(long, env = "BATCHGATE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// TLS on the listener: PEM private key of `tls_cert`; needs `tls_cert`.
+    #[arg(long, env = "BATCHGATE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: PEM bundle of the CAs a client certificate must chain to; a client
+    /// without such a certificate fails the handshake. In managed mode a tenant may be
+    /// named by its certificate (`client_cert_subject`, `client_cert_san`). Needs TLS.
+    #[arg(long, env = "BATCHGATE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// How log lines are written.
@@ -290,6 +307,9 @@ impl ConfigLayer {
             max_streams_per_tenant,
             rate_limit_redis_down,
             rate_limit_replicas,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         )
     }
 
@@ -385,6 +405,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// The upstreams' own team-wide limits (unset: not kept).
     pub budgets: UpstreamBudgets,
+    /// TLS on the listener (and mutual TLS with a client CA); `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The upstreams' own team-wide limits the gateway keeps for all its callers, as
@@ -474,7 +496,27 @@ impl Config {
             layer.rate_limit_replicas,
         )
         .map_err(ConfigError)?;
+        let tls = match (layer.tls_cert, layer.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: layer.tls_client_ca,
+            }),
+            (None, None) if layer.tls_client_ca.is_some() => {
+                return Err(ConfigError(
+                    "tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS first".into(),
+                ));
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "tls_cert and tls_key go together: set both for TLS, or neither for plain TCP"
+                        .into(),
+                ));
+            }
+        };
         Ok(Config {
+            tls,
             listen: layer
                 .listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
@@ -668,6 +710,26 @@ mod tests {
             "{}",
             error.0
         );
+    }
+
+    #[test]
+    fn tls_needs_both_a_certificate_and_a_key() {
+        assert_eq!(Config::embedded().tls, None);
+        let both: ConfigLayer = toml::from_str(
+            "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_client_ca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let tls = Config::resolve(both).unwrap().tls.unwrap();
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("ca.pem")));
+        for half in [
+            "tls_cert = \"c.pem\"",
+            "tls_key = \"k.pem\"",
+            "tls_client_ca = \"ca.pem\"",
+        ] {
+            let layer: ConfigLayer = toml::from_str(half).unwrap();
+            let error = Config::resolve(layer).unwrap_err();
+            assert!(error.0.contains("tls_"), "{half}: {}", error.0);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::deadline::Deadline;
 use crate::error::Result;
-use crate::tenant::{Admission, Caller, Secret, identify};
+use crate::tenant::{Admission, Caller, PeerIdentity, Secret, identify};
 
 /// The caller, deadline and request id of one gRPC call.
 #[derive(Debug, Clone)]
@@ -24,16 +24,18 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    /// Builds the context of a call to `provider`'s service from its metadata;
-    /// `managed_key` is the gateway's own key for that upstream.
+    /// Builds the context of a call to `provider`'s service from its metadata and
+    /// the connection's client certificate, if any; `managed_key` is the gateway's own
+    /// key for that upstream.
     pub fn from_metadata(
         metadata: &MetadataMap,
+        peer: Option<&PeerIdentity>,
         provider: &str,
         managed_key: Option<&Secret>,
         admission: &Admission,
         timeout_cap: Duration,
     ) -> Result<Self> {
-        let caller = identify(metadata, provider, managed_key, admission)?;
+        let caller = identify(metadata, peer, provider, managed_key, admission)?;
         let request_id = metadata
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())

@@ -26,4 +26,6 @@ pub mod tenant;
 pub mod tenants_file;
 #[cfg(test)]
 mod test_logs;
+pub mod tls;
+pub mod tls_incoming;
 pub mod upstream;

@@ -65,7 +65,15 @@ async fn main() -> ExitCode {
         Command::Serve { config, settings } => serve(config, settings).await,
         Command::Sim { listen, sim } => simulate(listen, sim).await,
         Command::CheckConfig { config, settings } => {
-            resolve(config, settings).map(|c| println!("{c:#?}"))
+            resolve(config, settings).and_then(|c| {
+                // The TLS files are read at start; reading them here too lets a deploy
+                // check catch a bad certificate before the gateway refuses to start.
+                if let Some(files) = &c.tls {
+                    files.load()?;
+                }
+                println!("{c:#?}");
+                Ok(())
+            })
         }
     };
     match result {

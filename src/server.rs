@@ -2,7 +2,7 @@
 //! grpc-web, per-RPC spans, and graceful shutdown with a bounded drain.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -29,6 +29,8 @@ use crate::services::jobs::JobsService;
 use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
 use crate::tenant::Secret;
+use crate::tls;
+use crate::tls_incoming::TlsIncoming;
 use crate::upstream::base_url::normalize_base_url;
 use crate::upstream::budget::Budgets;
 use crate::upstream::http::Limits;
@@ -86,6 +88,13 @@ impl App {
                 tenants = tenants.len(),
                 "managed mode: callers are known by their gateway tokens"
             );
+            let mutual = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            if tenants.names_certificates() && !mutual {
+                tracing::warn!(
+                    "the tenants file names client certificates, but tls_client_ca is unset: \
+                     no caller can present one, so those tenants need their tokens"
+                );
+            }
         }
         let config = Arc::new(config);
         let setup = |e: crate::error::Error| ServeError::Setup(e.to_string());
@@ -169,6 +178,15 @@ impl App {
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip);
 
+        // Read before binding: a bad certificate stops the start, not the first caller.
+        let tls = match &config.tls {
+            Some(files) => {
+                let loaded = files.load().map_err(ServeError::Setup)?;
+                tracing::info!(mutual = files.client_ca.is_some(), "TLS on the listener");
+                Some((files.clone(), Arc::new(RwLock::new(loaded))))
+            }
+            None => None,
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -201,12 +219,24 @@ impl App {
         // a few percent of calls under concurrency (docs/BENCHMARKS.md).
         let incoming = BackoffIncoming::new(TcpIncoming::from(listener).with_nodelay(Some(true)));
         let stopped = stop.clone();
-        let served = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
-                .await
-                .map_err(ServeError::from)
-        });
+        let served = match tls {
+            None => tokio::spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
+                    .await
+                    .map_err(ServeError::from)
+            }),
+            Some((files, shared)) => {
+                tls::spawn_reloader(files, shared.clone(), stop.child_token());
+                let incoming = TlsIncoming::new(incoming, shared);
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
+                        .await
+                        .map_err(ServeError::from)
+                })
+            }
+        };
         tracing::info!(%addr, "batchgate is serving");
         Ok(App {
             addr,

@@ -61,6 +61,16 @@ pub fn tenant_of_key(key: &str) -> String {
 /// the gateway's own upstream key.
 pub const ANONYMOUS_TENANT: &str = "anonymous";
 
+/// Who the client certificate of a mutual-TLS connection says its holder is. The
+/// handshake already checked it against the configured client CA.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The subject's common name, if it has one.
+    pub subject_cn: Option<String>,
+    /// The DNS names among its subject alternative names.
+    pub dns_sans: Vec<String>,
+}
+
 /// How callers prove who they are, from the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Admission {
@@ -72,24 +82,39 @@ pub struct Admission {
     pub anonymous: bool,
 }
 
-/// Identifies the caller of a call to `provider`'s service. `managed_key` is the
-/// gateway's own key for that upstream.
+/// Identifies the caller of a call to `provider`'s service. `peer` is the client
+/// certificate of a mutual-TLS connection; `managed_key` is the gateway's own key
+/// for that upstream. In managed mode a gateway token, when sent, decides the tenant
+/// (it is the more specific claim); without one the client certificate does.
 pub fn identify(
     metadata: &MetadataMap,
+    peer: Option<&PeerIdentity>,
     provider: &str,
     managed_key: Option<&Secret>,
     admission: &Admission,
 ) -> Result<Caller> {
     let presented = presented_credential(metadata)?;
     if let Some(tenants) = &admission.tenants {
-        let token = presented.ok_or_else(|| {
-            Error::Unauthenticated(
-                "no credentials: send `authorization: Bearer <gateway token>` metadata".into(),
-            )
-        })?;
-        let tenant = tenants
-            .by_token(token)
-            .ok_or_else(|| Error::Unauthenticated("the gateway token is not known".into()))?;
+        let tenant = match (presented, peer) {
+            (Some(token), _) => tenants
+                .by_token(token)
+                .ok_or_else(|| Error::Unauthenticated("the gateway token is not known".into()))?,
+            (None, Some(peer)) => tenants
+                .by_peer(peer)
+                .map_err(Error::Unauthenticated)?
+                .ok_or_else(|| {
+                    Error::Unauthenticated(format!(
+                        "the client certificate (subject CN {:?}) names no tenant, and no \
+                         gateway token was sent",
+                        peer.subject_cn.as_deref().unwrap_or("")
+                    ))
+                })?,
+            (None, None) => {
+                return Err(Error::Unauthenticated(
+                    "no credentials: send `authorization: Bearer <gateway token>` metadata".into(),
+                ));
+            }
+        };
         if !tenant.may_use(provider) {
             return Err(Error::PermissionDenied(format!(
                 "tenant {} may not use the {provider} service",
@@ -178,9 +203,9 @@ mod tests {
     #[test]
     fn passthrough_keys_are_hashed_into_tenants_and_never_printed() {
         let open = passthrough(false);
-        let a = identify(&md("Key sk_live_abc"), "sutro", None, &open).unwrap();
-        let b = identify(&md("Bearer sk_live_abc"), "sutro", None, &open).unwrap();
-        let c = identify(&md("sk_live_other"), "sutro", None, &open).unwrap();
+        let a = identify(&md("Key sk_live_abc"), None, "sutro", None, &open).unwrap();
+        let b = identify(&md("Bearer sk_live_abc"), None, "sutro", None, &open).unwrap();
+        let c = identify(&md("sk_live_other"), None, "sutro", None, &open).unwrap();
         assert_eq!(a.tenant, b.tenant);
         assert_ne!(a.tenant, c.tenant);
         assert_eq!(a.key.expose(), "sk_live_abc");
@@ -195,6 +220,7 @@ mod tests {
         let managed = Secret::new("sk_gateway");
         let caller = identify(
             &MetadataMap::new(),
+            None,
             "sutro",
             Some(&managed),
             &passthrough(true),
@@ -205,15 +231,24 @@ mod tests {
         assert_eq!(caller.key.expose(), "sk_gateway");
         let err = identify(
             &MetadataMap::new(),
+            None,
             "sutro",
             Some(&managed),
             &passthrough(false),
         )
         .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let err = identify(&MetadataMap::new(), "sutro", None, &passthrough(true)).unwrap_err();
+        let err =
+            identify(&MetadataMap::new(), None, "sutro", None, &passthrough(true)).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let err = identify(&md("Key "), "sutro", Some(&managed), &passthrough(true)).unwrap_err();
+        let err = identify(
+            &md("Key "),
+            None,
+            "sutro",
+            Some(&managed),
+            &passthrough(true),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
     }
 
@@ -230,6 +265,7 @@ mod tests {
         let managed = Secret::new("sk_gateway");
         let caller = identify(
             &md("Bearer tok-search"),
+            None,
             "sutro",
             Some(&managed),
             &admission,
@@ -237,19 +273,105 @@ mod tests {
         .unwrap();
         assert_eq!(caller.tenant, "search");
         assert_eq!(caller.key.expose(), "sk_gateway");
-        let denied =
-            identify(&md("Bearer tok-search"), "xai", Some(&managed), &admission).unwrap_err();
+        let denied = identify(
+            &md("Bearer tok-search"),
+            None,
+            "xai",
+            Some(&managed),
+            &admission,
+        )
+        .unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-        let unknown =
-            identify(&md("Bearer tok-other"), "sutro", Some(&managed), &admission).unwrap_err();
+        let unknown = identify(
+            &md("Bearer tok-other"),
+            None,
+            "sutro",
+            Some(&managed),
+            &admission,
+        )
+        .unwrap_err();
         assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
         assert!(!unknown.to_string().contains("tok-other"));
-        let none = identify(&MetadataMap::new(), "sutro", Some(&managed), &admission).unwrap_err();
+        let none = identify(
+            &MetadataMap::new(),
+            None,
+            "sutro",
+            Some(&managed),
+            &admission,
+        )
+        .unwrap_err();
         assert_eq!(
             none.code(),
             tonic::Code::Unauthenticated,
             "no anonymous use in managed mode"
         );
+    }
+
+    #[test]
+    fn managed_mode_knows_tenants_by_client_certificate_without_a_token() {
+        let hash = hex::encode(Sha256::digest(b"tok-ops"));
+        let file = format!(
+            "[[tenant]]\nname = \"search\"\nclient_cert_subject = \"search-client\"\nservices = [\"sutro\"]\n\
+             [[tenant]]\nname = \"ops\"\nclient_cert_san = \"Ops.Internal\"\ntoken_sha256 = \"{hash}\"\n"
+        );
+        let admission = Admission {
+            tenants: Some(Tenants::from_toml(&file).unwrap()),
+            anonymous: false,
+        };
+        let managed = Secret::new("sk_gateway");
+        let cert = |cn: &str, sans: &[&str]| PeerIdentity {
+            subject_cn: Some(cn.into()),
+            dns_sans: sans.iter().map(|s| s.to_string()).collect(),
+        };
+        let empty = MetadataMap::new();
+        let search = cert("search-client", &[]);
+        let caller = identify(&empty, Some(&search), "sutro", Some(&managed), &admission).unwrap();
+        assert_eq!(caller.tenant, "search");
+        assert_eq!(caller.source, CredentialSource::Managed);
+        assert_eq!(caller.key.expose(), "sk_gateway");
+        let denied =
+            identify(&empty, Some(&search), "xai", Some(&managed), &admission).unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        // DNS SANs compare without case.
+        let ops = cert("whatever", &["ops.internal"]);
+        let caller = identify(&empty, Some(&ops), "xai", Some(&managed), &admission).unwrap();
+        assert_eq!(caller.tenant, "ops");
+        // A token, when sent, decides over the certificate.
+        let caller = identify(
+            &md("Bearer tok-ops"),
+            Some(&search),
+            "xai",
+            Some(&managed),
+            &admission,
+        )
+        .unwrap();
+        assert_eq!(caller.tenant, "ops");
+        let stranger = cert("stranger", &["stranger.example"]);
+        let unknown =
+            identify(&empty, Some(&stranger), "sutro", Some(&managed), &admission).unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+        let both = cert("search-client", &["ops.internal"]);
+        let ambiguous =
+            identify(&empty, Some(&both), "sutro", Some(&managed), &admission).unwrap_err();
+        assert_eq!(ambiguous.code(), tonic::Code::Unauthenticated);
+        assert!(ambiguous.to_string().contains("two tenants"), "{ambiguous}");
+        // Outside managed mode a certificate names no tenant: the caller's key does.
+        let open = passthrough(false);
+        let err = identify(&empty, Some(&search), "sutro", Some(&managed), &open).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_tenant_without_a_token_or_certificate_name_is_refused() {
+        let nameless = "[[tenant]]\nname = \"a\"\n";
+        assert!(
+            Tenants::from_toml(nameless)
+                .unwrap_err()
+                .contains("client_cert_subject")
+        );
+        let twice = "[[tenant]]\nname = \"a\"\nclient_cert_subject = \"x\"\n\
+                     [[tenant]]\nname = \"b\"\nclient_cert_subject = \"x\"\n";
+        assert!(Tenants::from_toml(twice).unwrap_err().contains("another"));
     }
 
     #[test]

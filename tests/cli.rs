@@ -36,6 +36,9 @@ fn serve_help_documents_every_setting() {
         "BATCHGATE_DRAIN_TIMEOUT_MS",
         "BATCHGATE_LOG_FORMAT",
         "BATCHGATE_OTLP_ENDPOINT",
+        "BATCHGATE_TLS_CERT",
+        "BATCHGATE_TLS_KEY",
+        "BATCHGATE_TLS_CLIENT_CA",
         "BATCHGATE_CONFIG",
     ] {
         assert!(help.contains(env), "{env} is not documented in:\n{help}");
@@ -93,6 +96,23 @@ fn flags_beat_env_which_beats_the_file_and_secrets_stay_hidden() {
     std::fs::write(&file, "no_such_setting = 1\n").unwrap();
     let (ok, out) = batchgate(&["check-config", "--config", file.to_str().unwrap()], &[]);
     assert!(!ok && out.contains("no_such_setting"), "{out}");
+}
+
+#[test]
+fn check_config_refuses_half_a_tls_setting_and_unreadable_tls_files() {
+    let (ok, out) = batchgate(&["check-config", "--tls-cert", "server.pem"], &[]);
+    assert!(
+        !ok && out.contains("tls_cert and tls_key go together"),
+        "{out}"
+    );
+    let (ok, out) = batchgate(
+        &["check-config"],
+        &[
+            ("BATCHGATE_TLS_CERT", "/no/such/server.pem"),
+            ("BATCHGATE_TLS_KEY", "/no/such/server.key"),
+        ],
+    );
+    assert!(!ok && out.contains("cannot read tls_cert"), "{out}");
 }
 
 #[test]

@@ -1,9 +1,11 @@
-//! The server around the services: who may call, health, reflection (v1 and v1alpha),
-//! the embedded defaults of `batchgate serve`, and graceful shutdown on SIGTERM.
+//! The server around the services: who may call, TLS and mutual TLS, health, reflection
+//! (v1 and v1alpha), the embedded defaults of `batchgate serve`, and graceful shutdown.
 
 #[path = "server/callers.rs"]
 mod callers;
 mod common;
+#[path = "server/tls.rs"]
+mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

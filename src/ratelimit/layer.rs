@@ -275,6 +275,7 @@ mod tests {
             metadata.insert("authorization", format!("Key {key}").parse().unwrap());
             let context = CallContext::from_metadata(
                 &metadata,
+                None,
                 "sutro",
                 None,
                 &crate::tenant::Admission::default(),
