@@ -28,6 +28,19 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
 fi
 redis-server --version
 
+step "prlimit (the accept back-off test runs the gateway with few file descriptors)"
+if ! command -v prlimit >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "prlimit is missing: installing util-linux with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq util-linux </dev/null
+  else
+    echo "tests/run.sh: prlimit is not installed; install util-linux" >&2
+    exit 1
+  fi
+fi
+
 step "Python interop environment (tests/interop/setup.sh)"
 bash tests/interop/setup.sh
 export BATCHGATE_INTEROP_PYTHON="$repo/.venv-interop/bin/python"
