@@ -33,8 +33,8 @@ pub async fn run(quick: bool) {
         layer.rate_limits = Some(BTreeMap::from([(
             Class::Read,
             LimitSetting {
-                per_second: 1e9,
-                burst: Some(1_000_000_000),
+                per_second: 1e6,
+                burst: Some(1_000_000),
             },
         )]));
     })
