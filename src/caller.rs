@@ -133,6 +133,7 @@ where
             None => None,
             Some(Ok(context)) => {
                 let tenant = context.caller.tenant.clone();
+                crate::access_log::note_tenant(&tenant);
                 request.extensions_mut().insert(context);
                 Some(tenant)
             }

@@ -127,6 +127,11 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 
+    /// One `info` line per call when it ends (method, gRPC code, duration, tenant,
+    /// upstream calls, cache result) [default: true].
+    #[arg(long, env = "BATCHGATE_ACCESS_LOG", num_args = 0..=1, default_missing_value = "true")]
+    pub access_log: Option<bool>,
+
     /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`. Unset: no export.
     #[arg(long, env = "BATCHGATE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
@@ -288,6 +293,7 @@ impl ConfigLayer {
             upstream_max_in_flight,
             drain_timeout_ms,
             log_format,
+            access_log,
             otlp_endpoint,
             redis_url,
             redis_cluster_nodes,
@@ -382,6 +388,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Whether each call ends with an access line.
+    pub access_log: bool,
     /// OTLP endpoint.
     pub otlp_endpoint: Option<String>,
     /// Redis for shared state; `None`: in-process backends.
@@ -550,6 +558,7 @@ impl Config {
             upstream_max_in_flight,
             drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),
             log_format: layer.log_format.unwrap_or_default(),
+            access_log: layer.access_log.unwrap_or(true),
             otlp_endpoint: layer.otlp_endpoint.filter(|e| !e.is_empty()),
             redis,
             redis_timeout: ms(layer.redis_timeout_ms.unwrap_or(250).max(1)),

@@ -2,6 +2,7 @@
 //! The binary in `main.rs` only parses the command line and calls into this library.
 
 pub mod accept;
+pub mod access_log;
 pub mod cache;
 pub mod caller;
 pub mod codec_errors;

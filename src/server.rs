@@ -12,6 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 use crate::accept::BackoffIncoming;
+use crate::access_log::AccessLogLayer;
 use crate::cache;
 use crate::caller::{CallerLayer, Callers};
 use crate::codec_errors::DecodeErrorsLayer;
@@ -204,6 +205,9 @@ impl App {
             .max_concurrent_streams(config.http2_max_concurrent_streams)
             .accept_http1(true)
             .layer(tonic_web::GrpcWebLayer::new())
+            // Inside grpc-web, which hides the status in its body; outside the decode-error
+            // rewrite and the caller layer, so it logs the codes callers get.
+            .layer(AccessLogLayer::new(config.access_log))
             // Inside grpc-web, so its callers get the same codes as gRPC's.
             .layer(DecodeErrorsLayer)
             // Before every handler: a call without a good credential ends here.

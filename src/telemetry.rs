@@ -12,6 +12,11 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
+mod colour;
+mod trace_ids;
+
+pub use trace_ids::JsonWithTraceIds;
+
 /// Keeps the OTLP exporter alive; flushes pending spans when dropped.
 #[must_use = "dropping the guard stops trace export"]
 pub struct TelemetryGuard {
@@ -31,10 +36,13 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryG
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(colour::stdout_wants_colour())
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .flatten_event(true)
+            .event_format(JsonWithTraceIds::new())
             .boxed(),
     };
     // The OpenTelemetry layer is installed even without an exporter: it is what gives

@@ -4,6 +4,8 @@
 #[path = "server/callers.rs"]
 mod callers;
 mod common;
+#[path = "server/logs.rs"]
+mod logs;
 #[path = "server/tls.rs"]
 mod tls;
 

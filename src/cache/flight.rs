@@ -45,7 +45,8 @@ impl Flights {
             return flight.clone();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let work = work();
+        // The upstream call is counted in the access line of the call that started it.
+        let work = crate::access_log::carry_note(work());
         let flights = Arc::clone(self);
         let owned_key = key.to_string();
         // A task, not a future polled by the callers: if they all leave (deadline,

@@ -293,6 +293,7 @@ impl UpstreamHttp {
         Fut: Future<Output = Result<T>>,
     {
         let deadline = ctx.deadline.at();
+        crate::access_log::note_upstream_call();
         let span = tracing::info_span!(
             "upstream",
             otel.kind = "client",
@@ -334,6 +335,8 @@ impl UpstreamHttp {
                     Ok(value) => return Ok(value),
                     Err(error) => error,
                 };
+                let exhausted = tries >= self.retry.max_attempts && is_retryable(&error);
+                self.warn_on_failure(call, &error, tries, exhausted);
                 if let Error::Upstream(failure) = &error
                     && failure.status == 429
                 {
@@ -358,6 +361,36 @@ impl UpstreamHttp {
         }
         .instrument(span)
         .await
+    }
+
+    /// A warning operators can act on: every 5xx answer, and every call whose
+    /// retries ran out. Paths are templates, so no id (and never a key) is written.
+    fn warn_on_failure(&self, call: &Call, error: &Error, tries: u32, exhausted: bool) {
+        let status = match error {
+            Error::Upstream(failure) => Some(failure.status),
+            _ => None,
+        };
+        let path = path_template(&call.segments);
+        if status.is_some_and(|s| s >= 500) {
+            tracing::warn!(
+                upstream = self.id.provider,
+                method = %call.method,
+                path = %path,
+                status,
+                attempts = tries,
+                "upstream answered with a server error"
+            );
+        } else if exhausted && tries > 1 {
+            tracing::warn!(
+                upstream = self.id.provider,
+                method = %call.method,
+                path = %path,
+                status,
+                attempts = tries,
+                error = %error,
+                "upstream retries exhausted"
+            );
+        }
     }
 
     /// Full-jitter exponential backoff for retry number `tries`.
@@ -465,6 +498,39 @@ impl WithoutUrlRef for reqwest::Error {
         }
         text
     }
+}
+
+/// The upstream path with every segment that is not one of the APIs' own words
+/// written `{id}`: ids vary per call and say nothing about which endpoint failed.
+fn path_template(segments: &[String]) -> String {
+    const WORDS: [&str; 15] = [
+        "auth",
+        "batch-inference",
+        "batches",
+        "check",
+        "get-quotas",
+        "job-cancel",
+        "job-results",
+        "job-status",
+        "jobs",
+        "list-jobs",
+        "requests",
+        "results",
+        "results-url",
+        "stream-job-progress",
+        "try-authentication",
+    ];
+    let parts: Vec<&str> = segments
+        .iter()
+        .map(|s| {
+            if WORDS.contains(&s.as_str()) {
+                s.as_str()
+            } else {
+                "{id}"
+            }
+        })
+        .collect();
+    format!("/{}", parts.join("/"))
 }
 
 fn is_retryable(error: &Error) -> bool {
