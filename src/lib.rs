@@ -17,6 +17,7 @@ pub mod progress;
 pub mod proto;
 pub mod ratelimit;
 pub mod records;
+pub mod request_budget;
 pub mod server;
 pub mod services;
 pub mod shared_redis;
