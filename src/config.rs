@@ -680,6 +680,7 @@ mod tests {
     fn resource_bounds_have_defaults_and_refuse_zero() {
         let config = Config::embedded();
         assert_eq!(config.http2_max_concurrent_streams, 1000);
+        assert_eq!(config.max_request_bytes_in_flight, 256 * 1024 * 1024);
         assert_eq!(config.upstream_max_in_flight, 64);
         let file: ConfigLayer =
             toml::from_str("http2_max_concurrent_streams = 50\nupstream_max_in_flight = 8\n")
