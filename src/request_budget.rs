@@ -150,12 +150,11 @@ struct Charge {
     units: u32,
     framing: Framing,
     /// A frame read but not handed on until its permits are granted.
-    waiting: Option<(
-        Frame<Bytes>,
-        u32,
-        BoxFuture<Result<OwnedSemaphorePermit, AcquireError>>,
-    )>,
+    waiting: Option<(Frame<Bytes>, u32, Acquire)>,
 }
+
+/// A wait for permits, in flight.
+type Acquire = BoxFuture<Result<OwnedSemaphorePermit, AcquireError>>;
 
 /// Follows the gRPC length prefixes through the body, to know each message's size
 /// from its first bytes.
