@@ -11,6 +11,7 @@ pub mod convert;
 pub mod deadline;
 pub mod error;
 pub mod health;
+pub mod heap_trim;
 pub mod idempotency;
 pub mod keys;
 pub mod progress;
