@@ -271,7 +271,8 @@ where
                     charge.units += units;
                     return Poll::Ready(Some(Ok(frame)));
                 }
-                Err(TryAcquireError::Closed) => return Poll::Ready(None),
+                // The semaphore is never closed; if it were, reading on unbudgeted is harmless.
+                Err(TryAcquireError::Closed) => return Poll::Ready(Some(Ok(frame))),
                 Err(TryAcquireError::NoPermits) => {
                     let acquire = charge.budget.permits.clone().acquire_many_owned(units);
                     charge.waiting = Some((frame, units, Box::pin(acquire)));
@@ -292,7 +293,6 @@ where
                 charge.units += units;
                 Poll::Ready(Some(Ok(frame)))
             }
-            // The semaphore is never closed; if it were, reading on unbudgeted is harmless.
             Err(_) => Poll::Ready(Some(Ok(frame))),
         }
     }
