@@ -13,6 +13,8 @@
 //! 3. Watch fan-out: N watchers of one running Sutro job against one watcher of an
 //!    identical job: upstream calls, messages delivered, CPU, FINAL delivery lag; at the
 //!    simulator's fast pace (up to 100 changes a second), then at its demo pace (8).
+//! 4. CreateJob memory, on its own: `cargo bench --bench gateway -- create-memory`. Peak
+//!    and settled RSS of the real `batchgate` binary for one and eight 60 MB creates.
 
 mod support;
 
@@ -36,6 +38,10 @@ async fn main() {
         return;
     }
     batchgate::upstream::http::install_crypto_provider();
+    if std::env::args().any(|a| a == "create-memory") {
+        support::create_memory::run().await;
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let plan = if quick {
         Plan {

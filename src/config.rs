@@ -108,6 +108,13 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_IDEMPOTENCY_TTL_SECS")]
     pub idempotency_ttl_secs: Option<u64>,
 
+    /// Request bytes all calls together may hold in memory; a call reads its body only
+    /// once its message fits, and one larger than the whole budget is refused; 0: no
+    /// budget [default: 0]. Experimental: a call left waiting can stall the other calls
+    /// of its HTTP/2 connection (its unread bytes fill the connection's window).
+    #[arg(long, env = "BATCHGATE_MAX_REQUEST_BYTES_IN_FLIGHT")]
+    pub max_request_bytes_in_flight: Option<usize>,
+
     /// Most concurrent HTTP/2 streams (calls) a client may open on one connection,
     /// advertised in the server's SETTINGS; further calls wait in the client [default: 1000].
     #[arg(long, env = "BATCHGATE_HTTP2_MAX_CONCURRENT_STREAMS")]
@@ -289,6 +296,7 @@ impl ConfigLayer {
             max_upstream_body_bytes,
             results_chunk_bytes,
             idempotency_ttl_secs,
+            max_request_bytes_in_flight,
             http2_max_concurrent_streams,
             upstream_max_in_flight,
             drain_timeout_ms,
@@ -380,6 +388,8 @@ pub struct Config {
     pub results_chunk_bytes: usize,
     /// How long request ids are remembered.
     pub idempotency_ttl: Duration,
+    /// Request bytes held by all calls at once (0: unbudgeted).
+    pub max_request_bytes_in_flight: usize,
     /// Streams a client may open on one HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
     /// Upstream requests in flight per upstream.
@@ -554,6 +564,7 @@ impl Config {
             max_upstream_body_bytes: layer.max_upstream_body_bytes.unwrap_or(512 * 1024 * 1024),
             results_chunk_bytes,
             idempotency_ttl,
+            max_request_bytes_in_flight: layer.max_request_bytes_in_flight.unwrap_or(0),
             http2_max_concurrent_streams,
             upstream_max_in_flight,
             drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),
@@ -677,6 +688,10 @@ mod tests {
     fn resource_bounds_have_defaults_and_refuse_zero() {
         let config = Config::embedded();
         assert_eq!(config.http2_max_concurrent_streams, 1000);
+        assert_eq!(
+            config.max_request_bytes_in_flight, 0,
+            "off until it cannot stall a connection"
+        );
         assert_eq!(config.upstream_max_in_flight, 64);
         let file: ConfigLayer =
             toml::from_str("http2_max_concurrent_streams = 50\nupstream_max_in_flight = 8\n")

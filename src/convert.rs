@@ -63,7 +63,9 @@ pub fn struct_to_json(s: Struct) -> Json {
     )
 }
 
-fn number_to_json(n: f64) -> Json {
+/// A protobuf number as JSON: whole numbers within f64's exact range as integers, NaN and
+/// infinities as null.
+pub fn number_to_json(n: f64) -> Json {
     const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     if n.fract() == 0.0 && n.abs() <= MAX_EXACT {
         Json::Number(Number::from(n as i64))

@@ -90,6 +90,8 @@ async fn serve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<(), Strin
     let _telemetry =
         batchgate::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
     let app = App::start(config).await.map_err(|e| e.to_string())?;
+    // glibc keeps what a burst of large creates freed; see heap_trim for the choice.
+    batchgate::heap_trim::spawn_trimmer();
     app.run_until_signal().await.map_err(|e| e.to_string())
 }
 

@@ -23,6 +23,7 @@ use crate::proto::sutro::v1::job_service_server::JobServiceServer;
 use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
 use crate::ratelimit::{self, RateLimitLayer};
 use crate::records;
+use crate::request_budget::RequestBudgetLayer;
 use crate::services::auth_gate::AuthGate;
 use crate::services::batches::BatchesService;
 use crate::services::core::Backends;
@@ -214,6 +215,11 @@ impl App {
             .layer(CallerLayer::new(Callers::from_config(&config)))
             // Inside the caller layer, whose tenant it limits; a pass-through when off.
             .layer(rate_limits)
+            // Innermost, so only calls that are let in take from the shared byte budget.
+            .layer(RequestBudgetLayer::new(
+                config.max_request_bytes_in_flight,
+                config.max_request_bytes,
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
@@ -42,7 +42,7 @@ pub struct Call {
     /// Query parameters.
     pub query: Vec<(&'static str, String)>,
     /// JSON body, if any.
-    pub body: Option<serde_json::Value>,
+    pub body: Option<CallBody>,
     /// Whether the call may be repeated safely (reads and cancels). Creates are not.
     pub idempotent: bool,
     /// The upstream budget each attempt spends, if any.
@@ -71,9 +71,18 @@ impl Call {
             method: Method::POST,
             segments: segments.into_iter().map(Into::into).collect(),
             query: Vec::new(),
-            body: Some(body),
+            body: Some(CallBody::Json(body)),
             idempotent: false,
             spend: None,
+        }
+    }
+
+    /// A `POST` of JSON already serialized: large bodies are built straight into bytes,
+    /// and a retry resends the same buffer (a `Bytes` clone) instead of serializing again.
+    pub fn post_bytes<S: Into<String>>(segments: impl IntoIterator<Item = S>, json: Bytes) -> Self {
+        Self {
+            body: Some(CallBody::Bytes(json)),
+            ..Self::post(segments, serde_json::Value::Null)
         }
     }
 
@@ -94,6 +103,15 @@ impl Call {
         self.query.push((name, value.to_string()));
         self
     }
+}
+
+/// The JSON body of a call: a `Value` for the small calls, serialized bytes for the large.
+#[derive(Debug, Clone)]
+pub enum CallBody {
+    /// Serialized by reqwest on each attempt.
+    Json(serde_json::Value),
+    /// Sent as it is, with `Content-Type: application/json`.
+    Bytes(Bytes),
 }
 
 /// The shared HTTP client of one upstream.
@@ -434,8 +452,14 @@ impl UpstreamHttp {
             .client
             .request(call.method.clone(), url)
             .headers(headers);
-        if let Some(body) = &call.body {
-            request = request.json(body);
+        match &call.body {
+            Some(CallBody::Json(body)) => request = request.json(body),
+            Some(CallBody::Bytes(json)) => {
+                request = request
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(json.clone());
+            }
+            None => {}
         }
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();

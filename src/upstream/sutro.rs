@@ -3,9 +3,9 @@
 
 use std::pin::Pin;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use url::Url;
 
 use super::base_url::is_retired_sutro_host;
@@ -51,13 +51,14 @@ impl SutroClient {
         })
     }
 
-    /// `POST batch-inference`. Never retried: a lost answer may still have created a job.
+    /// `POST batch-inference` of the serialized JSON `body`. Never retried: a lost
+    /// answer may still have created a job.
     pub async fn create_job(
         &self,
-        body: Value,
+        body: Bytes,
         ctx: &CallContext,
     ) -> Result<Reply<CreateJobReply>> {
-        let call = Call::post(["batch-inference"], body).spends(Spend::Create);
+        let call = Call::post_bytes(["batch-inference"], body).spends(Spend::Create);
         self.call(&call, ctx).await
     }
 

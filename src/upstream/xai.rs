@@ -1,7 +1,8 @@
 //! The xAI REST client for batches: one method per `/v1/batches` endpoint, returning
 //! the typed shapes of `xai_models`. Retries, deadlines and auth come from `http`.
 
-use serde_json::{Value, json};
+use bytes::Bytes;
+use serde_json::json;
 use tonic::Code;
 use url::Url;
 
@@ -92,20 +93,18 @@ impl XaiClient {
         }
     }
 
-    /// `POST /v1/batches/{id}/requests`. Every request must carry its id: re-adding
-    /// an id with the same content is a no-op upstream, which makes this safe to retry.
+    /// `POST /v1/batches/{id}/requests` of a serialized `{"batch_requests": [...]}`.
+    /// Every request must carry its id: re-adding an id with the same content is a
+    /// no-op upstream, which makes this safe to retry.
     pub async fn add_requests(
         &self,
         batch_id: &str,
-        requests: Vec<Value>,
+        body: Bytes,
         ctx: &CallContext,
     ) -> Result<Reply<()>> {
-        let call = Call::post(
-            ["batches", batch_id, "requests"],
-            json!({ "batch_requests": requests }),
-        )
-        .idempotent()
-        .spends(Spend::Add);
+        let call = Call::post_bytes(["batches", batch_id, "requests"], body)
+            .idempotent()
+            .spends(Spend::Add);
         // No answer body is documented: nothing, `{}`, 204 or a body are all success.
         let reply = self
             .http

@@ -1,8 +1,8 @@
 //! Safe large adds: every request gets an id (derived from the call, so a retried call
 //! reuses it), and the requests are sent in order in upstream calls under a byte budget.
 
+use bytes::Bytes;
 use prost::Message;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::translate::request_json;
@@ -20,8 +20,17 @@ const ENVELOPE_BYTES: usize = 24;
 pub struct AddPlan {
     /// Every request's id, in call order.
     pub ids: Vec<String>,
-    /// The REST items of each upstream call, in order.
-    pub chunks: Vec<Vec<Value>>,
+    /// Each upstream call, in order.
+    pub chunks: Vec<Chunk>,
+}
+
+/// One upstream add call: its serialized body and how many requests it carries.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Requests in the body.
+    pub count: usize,
+    /// `{"batch_requests":[...]}`, as serde_json prints it.
+    pub body: Bytes,
 }
 
 /// Assigns ids and splits a (validated) request into upstream calls.
@@ -42,20 +51,46 @@ pub fn plan(request: &AddBatchRequestsRequest, max_bytes: usize, max_requests: u
             .batch_request_id
             .clone()
             .unwrap_or_else(|| format!("bg_{call}_{index}"));
-        if let Some(body) = &r.body {
-            items.push(request_json(&id, body));
+        // Each item is serialized at once, so no tree of every request's `Value` is kept.
+        if let Some(body) = &r.body
+            && let Ok(json) = serde_json::to_vec(&request_json(&id, body))
+        {
+            items.push(json);
         }
         ids.push(id);
     }
     // Separator plus the item's JSON.
-    let size_of = |item: &Value| serde_json::to_vec(item).map_or(0, |v| v.len()) + 1;
+    let size_of = |item: &Vec<u8>| item.len() + 1;
     let chunks = chunk_by(
         items,
         size_of,
         max_bytes.saturating_sub(ENVELOPE_BYTES),
         max_requests,
-    );
+    )
+    .into_iter()
+    .map(envelope)
+    .collect();
     AddPlan { ids, chunks }
+}
+
+/// `{"batch_requests":[a,b,...]}` around serialized items: what serde_json prints for
+/// the same object, without building it.
+fn envelope(items: Vec<Vec<u8>>) -> Chunk {
+    const OPEN: &[u8] = br#"{"batch_requests":["#;
+    let size = OPEN.len() + 2 + items.iter().map(|i| i.len() + 1).sum::<usize>();
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(OPEN);
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    Chunk {
+        count: items.len(),
+        body: Bytes::from(body),
+    }
 }
 
 /// Sends the planned calls in order; stops at the first failure and says which
@@ -69,9 +104,9 @@ pub async fn execute(
     let calls = plan.chunks.len();
     let mut accepted = 0;
     for chunk in plan.chunks {
-        let size = chunk.len();
+        let size = chunk.count;
         let chunk_ctx = ctx.with_deadline(ctx.deadline.renewed());
-        if let Err(cause) = client.add_requests(batch_id, chunk, &chunk_ctx).await {
+        if let Err(cause) = client.add_requests(batch_id, chunk.body, &chunk_ctx).await {
             if calls == 1 {
                 return Err(cause);
             }
@@ -139,23 +174,26 @@ mod tests {
         };
         let by_count = plan(&request, 1 << 20, 100);
         assert_eq!(
-            by_count.chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            by_count.chunks.iter().map(|c| c.count).collect::<Vec<_>>(),
             [100, 100, 50]
         );
         let by_bytes = plan(&request, 4096, 1000);
         assert!(by_bytes.chunks.len() > 3);
+        let mut flat = Vec::new();
         for chunk in &by_bytes.chunks {
-            let bytes = serde_json::to_vec(&serde_json::json!({ "batch_requests": chunk }))
-                .unwrap()
-                .len();
-            assert!(bytes <= 4096, "{bytes}");
+            assert!(chunk.body.len() <= 4096, "{}", chunk.body.len());
+            let json: serde_json::Value = serde_json::from_slice(&chunk.body).unwrap();
+            let items = json["batch_requests"].as_array().unwrap();
+            assert_eq!(items.len(), chunk.count);
+            // Byte for byte what serializing the `Value` envelope printed before.
+            let old = serde_json::to_vec(&serde_json::json!({ "batch_requests": items })).unwrap();
+            assert_eq!(chunk.body, old);
+            flat.extend(
+                items
+                    .iter()
+                    .map(|v| v["batch_request_id"].as_str().unwrap().to_owned()),
+            );
         }
-        let flat: Vec<_> = by_bytes
-            .chunks
-            .concat()
-            .iter()
-            .map(|v| v["batch_request_id"].as_str().unwrap().to_owned())
-            .collect();
         assert_eq!(flat, by_bytes.ids);
     }
 }

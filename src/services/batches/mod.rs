@@ -131,17 +131,19 @@ impl BatchService for ServiceCore<XaiClient> {
         request: Request<pb::AddBatchRequestsRequest>,
     ) -> Result<Response<pb::AddBatchRequestsResponse>, Status> {
         let ctx = self.context(&request)?;
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         validate::add_requests(&request)?;
         let plan = add::plan(
             &request,
             self.config.xai_add_chunk_bytes,
             self.config.xai_add_chunk_requests,
         );
-        let reply = add::execute(&self.client, &request.batch_id, plan, &ctx).await;
+        // The planned bodies hold everything the message did: keep only the batch id.
+        let batch_id = std::mem::take(&mut request.batch_id);
+        drop(request);
+        let reply = add::execute(&self.client, &batch_id, plan, &ctx).await;
         // Added requests change the batch's counters, even when only some chunks made it.
-        self.invalidate(&ctx, &[kind::BATCH], &request.batch_id)
-            .await;
+        self.invalidate(&ctx, &[kind::BATCH], &batch_id).await;
         Ok(Response::new(reply?))
     }
 

@@ -1,11 +1,13 @@
 //! `batchgate.sutro.v1.JobService`: validates each call, calls Sutro's REST API through
 //! `SutroClient`, and translates the answers; creates are made idempotent by request id.
 
+mod create_body;
 mod results;
 mod translate;
 mod validate;
 pub mod watch;
 
+use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use crate::context::CallContext;
@@ -22,8 +24,9 @@ use crate::services::{page_size, page_token};
 use crate::upstream::reply::Reply;
 use crate::upstream::sutro::{ResultsOptions, SutroClient};
 use crate::upstream::sutro_models::CreateJobReply;
+use create_body::create_body;
 use results::ResultColumns;
-use translate::{create_body, is_final, job_to_proto, status_to_proto};
+use translate::{is_final, job_to_proto, status_to_proto};
 
 /// The Sutro service: the shared core over a `SutroClient`.
 pub type JobsService = ServiceCore<SutroClient>;
@@ -35,38 +38,37 @@ impl JobService for ServiceCore<SutroClient> {
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::CreateJobResponse>, Status> {
         let ctx = self.context(&request)?;
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         validate::create_job(&request)?;
-        let body = create_body(&request);
+        let body = Bytes::from(create_body(&request));
         let record = JobRecord {
             id_column_name: match &request.inputs {
                 Some(Inputs::Url(url)) => url.id_column_name.clone(),
                 _ => None,
             },
         };
+        let request_id = std::mem::take(&mut request.request_id);
+        // The message is as large as the body: only one of the two stays alive.
+        drop(request);
         let remember = self.remember(&ctx, record);
 
-        if request.request_id.is_empty() {
+        if request_id.is_empty() {
             let reply = self.client.create_job(body, &ctx).await?;
             let job_id = created_id(&self.client, &reply.body)?;
             remember.keep(&job_id).await;
             return Ok(created(job_id, reply));
         }
 
-        let content = body.to_string();
+        // The body is the fingerprinted content: the same bytes the old `Value` printed.
+        let content = body.clone();
         let outcome = self
-            .create_once(
-                &ctx,
-                &request.request_id,
-                content.as_bytes(),
-                |sutro, ctx| async move {
-                    let reply = sutro.create_job(body, &ctx).await?;
-                    let job_id = created_id(&sutro, &reply.body)?;
-                    // Inside the detached create, so a caller that leaves cannot skip it.
-                    remember.keep(&job_id).await;
-                    Ok((job_id, reply))
-                },
-            )
+            .create_once(&ctx, &request_id, &content, |sutro, ctx| async move {
+                let reply = sutro.create_job(body, &ctx).await?;
+                let job_id = created_id(&sutro, &reply.body)?;
+                // Inside the detached create, so a caller that leaves cannot skip it.
+                remember.keep(&job_id).await;
+                Ok((job_id, reply))
+            })
             .await?;
         Ok(match outcome {
             Outcome::Created { id, reply } => created(id, reply),
