@@ -1,12 +1,11 @@
 //! The caller layer: who is calling, until when, and with which upstream key, worked
 //! out once per call before any handler runs and put in the request's extensions.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tonic::metadata::MetadataMap;
 use tower::{Layer, Service};
 
@@ -102,8 +101,6 @@ pub struct CallerService<S> {
     callers: Arc<Callers>,
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = std::result::Result<T, E>> + Send>>;
-
 impl<S, B> Service<http::Request<B>> for CallerService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
@@ -112,7 +109,7 @@ where
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = BoxFuture<'static, std::result::Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
