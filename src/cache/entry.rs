@@ -152,6 +152,17 @@ pub(crate) async fn store_unless_final(
     }
 }
 
+/// The entry at `key` if the upstream answered it at or after `since_ms` (unix ms): read
+/// for this tenant since a revalidating caller arrived, so as good as its own read.
+pub(crate) async fn answered_since(
+    store: &moka::future::Cache<String, Entry>,
+    key: &str,
+    since_ms: u64,
+) -> Option<Entry> {
+    let entry = store.get(key).await?;
+    (entry.fetched_at_ms >= since_ms).then_some(entry)
+}
+
 /// An in-process store of entries, each kept while it is fresh or servable stale.
 pub(crate) fn local_store(
     policy: TtlPolicy,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::entry::{Entry, Freshness, local_store, store_unless_final};
+use super::entry::{Entry, Freshness, answered_since, local_store, store_unless_final};
 use super::flight::{Filled, Flights};
 use super::{Fetched, Lookup, Outcome, Refresh, StatusCache, TtlPolicy};
 use crate::error::Result;
@@ -35,21 +35,37 @@ impl MemoryCache {
                 Freshness::Fresh => return Ok(entry.lookup(Outcome::Hit)),
                 Freshness::Stale => {
                     // Joining starts the refresh as a task; nobody needs to wait for it.
-                    drop(self.refresh(key, refresh));
+                    drop(self.refresh(key, refresh, None));
                     return Ok(entry.lookup(Outcome::Stale));
                 }
                 Freshness::Expired => {}
             }
         }
-        let filled = self.refresh(key, refresh).await?;
+        let filled = self.refresh(key, refresh, None).await?;
         Ok(filled.entry.lookup(Outcome::Miss))
     }
 
-    fn refresh(&self, key: &str, refresh: Refresh) -> super::flight::Flight {
+    /// Joins or starts the refresh of `key`. A revalidation starting one passes its
+    /// arrival (`answered_since`): a read that finished just before this flight was
+    /// registered has stored its entry, which answers it with no second read.
+    fn refresh(
+        &self,
+        key: &str,
+        refresh: Refresh,
+        answered_since_ms: Option<u64>,
+    ) -> super::flight::Flight {
         let entries = self.entries.clone();
         let owned_key = key.to_string();
         self.flights.join(key, move || {
             async move {
+                if let Some(since) = answered_since_ms
+                    && let Some(entry) = answered_since(&entries, &owned_key, since).await
+                {
+                    return Ok(Filled {
+                        entry,
+                        from_cache: false,
+                    });
+                }
                 let fetched = Entry::fetched_now(refresh.await?);
                 let entry = store_unless_final(&entries, &owned_key, fetched).await;
                 Ok(Filled {
@@ -79,12 +95,10 @@ impl StatusCache for MemoryCache {
     ) -> BoxFuture<'a, Result<Lookup>> {
         // In process every flight reads upstream, so joining one in progress is enough.
         async move {
-            if let Some(entry) = self.entries.get(key).await
-                && entry.fetched_at_ms > not_before_ms
-            {
+            if let Some(entry) = answered_since(&self.entries, key, not_before_ms).await {
                 return Ok(entry.lookup(Outcome::Miss));
             }
-            let filled = self.refresh(key, refresh).await?;
+            let filled = self.refresh(key, refresh, Some(not_before_ms)).await?;
             Ok(filled.entry.lookup(Outcome::Miss))
         }
         .boxed()
@@ -279,7 +293,9 @@ mod tests {
             (Outcome::Miss, &b"again"[..])
         );
 
-        // A live state read before the final one was written never replaces it...
+        // A live state read before the final one was written never replaces it (the
+        // caller arrives after that write, so it does read)...
+        tokio::time::sleep(Duration::from_millis(2)).await;
         let late = cache
             .revalidate(
                 "job",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::entry::{Entry, Freshness, VERSION, local_store, store_unless_final};
+use super::entry::{Entry, Freshness, VERSION, answered_since, local_store, store_unless_final};
 use super::flight::{Filled, Flight, Flights};
 use super::{Fetched, Lookup, Outcome, Refresh, StatusCache, TtlPolicy};
 use crate::error::Result;
@@ -267,25 +267,32 @@ impl StatusCache for RedisCache {
         refresh: Refresh,
         not_before_ms: u64,
     ) -> BoxFuture<'a, Result<Lookup>> {
-        let shared = self.shared.clone();
-        let owned_key = key.to_string();
-        let flight = self.revalidations.join(key, move || {
-            async move {
-                let fetched = Entry::fetched_now(refresh.await?);
-                let entry = shared.store(&owned_key, fetched).await;
-                Ok(Filled {
-                    entry,
-                    from_cache: false,
-                })
-            }
-            .boxed()
-        });
         async move {
-            if let Some(entry) = self.shared.l1.get(key).await
-                && entry.fetched_at_ms > not_before_ms
-            {
+            if let Some(entry) = answered_since(&self.shared.l1, key, not_before_ms).await {
                 return Ok(entry.lookup(Outcome::Miss));
             }
+            let shared = self.shared.clone();
+            let owned_key = key.to_string();
+            let flight = self.revalidations.join(key, move || {
+                async move {
+                    // Checked again inside the flight: a read that finished between the
+                    // check above and this join has stored its entry before leaving.
+                    if let Some(entry) = answered_since(&shared.l1, &owned_key, not_before_ms).await
+                    {
+                        return Ok(Filled {
+                            entry,
+                            from_cache: false,
+                        });
+                    }
+                    let fetched = Entry::fetched_now(refresh.await?);
+                    let entry = shared.store(&owned_key, fetched).await;
+                    Ok(Filled {
+                        entry,
+                        from_cache: false,
+                    })
+                }
+                .boxed()
+            });
             Ok(flight.await?.entry.lookup(Outcome::Miss))
         }
         .boxed()

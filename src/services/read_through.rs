@@ -218,6 +218,8 @@ mod tests {
 
         // Another replica's auth gate (or this one's, once its TTL passed) knows nobody.
         let forgetful = AuthGate::new(Duration::from_secs(60), None);
+        // Its caller arrives after the cached read, so that read cannot stand for its own.
+        tokio::time::sleep(Duration::from_millis(2)).await;
         let checked = read_through(&cache, &forgetful, &key, job("c"), |_| false, wait())
             .await
             .unwrap();

@@ -70,6 +70,36 @@ async fn two_hundred_concurrent_cold_lookups_read_upstream_once() {
 }
 
 #[tokio::test]
+async fn a_revalidation_that_lost_the_race_with_a_finished_read_reads_nothing() {
+    let server = RedisServer::start();
+    let cache = replica(&target(&server.url()));
+    let upstream = Upstream::default();
+    let arrived = batchgate::cache::now_ms();
+    // Another caller's read finishes after this one arrived, before it asks.
+    cache
+        .revalidate(KEY, upstream.read("read for us", false), arrived)
+        .await
+        .unwrap();
+    let late = cache
+        .revalidate(KEY, upstream.read("again", false), arrived)
+        .await
+        .unwrap();
+    assert_eq!(late.bytes, "read for us");
+    // Not even started: the upstream counts a read as soon as it is polled.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(upstream.calls(), 1);
+    // A caller that arrived after that read still reads for itself.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let later = batchgate::cache::now_ms();
+    let fresh = cache
+        .revalidate(KEY, upstream.read("later", false), later)
+        .await
+        .unwrap();
+    assert_eq!(fresh.bytes, "later");
+    assert_eq!(upstream.calls(), 2);
+}
+
+#[tokio::test]
 async fn live_states_expire_quickly_and_terminal_ones_stay() {
     let server = RedisServer::start();
     let cache = replica(&target(&server.url()));
