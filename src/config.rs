@@ -17,6 +17,9 @@ use crate::upstream::base_url::normalize_base_url;
 
 /// One layer of settings: the command line (with env fallbacks) or the TOML file.
 /// Every field is optional so that layers can be merged; defaults live in [`Config`].
+/// Request bytes all calls may hold at once: four messages of the default maximum size.
+const DEFAULT_REQUEST_BYTES_IN_FLIGHT: usize = 256 << 20;
+
 #[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigLayer {
@@ -110,8 +113,7 @@ pub struct ConfigLayer {
 
     /// Request bytes all calls together may hold in memory; a call reads its body only
     /// once its message fits, and one larger than the whole budget is refused; 0: no
-    /// budget [default: 0]. Experimental: a call left waiting can stall the other calls
-    /// of its HTTP/2 connection (its unread bytes fill the connection's window).
+    /// budget [default: 268435456, 256 MiB].
     #[arg(long, env = "BATCHGATE_MAX_REQUEST_BYTES_IN_FLIGHT")]
     pub max_request_bytes_in_flight: Option<usize>,
 
@@ -564,7 +566,9 @@ impl Config {
             max_upstream_body_bytes: layer.max_upstream_body_bytes.unwrap_or(512 * 1024 * 1024),
             results_chunk_bytes,
             idempotency_ttl,
-            max_request_bytes_in_flight: layer.max_request_bytes_in_flight.unwrap_or(0),
+            max_request_bytes_in_flight: layer
+                .max_request_bytes_in_flight
+                .unwrap_or(DEFAULT_REQUEST_BYTES_IN_FLIGHT),
             http2_max_concurrent_streams,
             upstream_max_in_flight,
             drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),
@@ -688,10 +692,7 @@ mod tests {
     fn resource_bounds_have_defaults_and_refuse_zero() {
         let config = Config::embedded();
         assert_eq!(config.http2_max_concurrent_streams, 1000);
-        assert_eq!(
-            config.max_request_bytes_in_flight, 0,
-            "off until it cannot stall a connection"
-        );
+        assert_eq!(config.max_request_bytes_in_flight, 256 << 20);
         assert_eq!(config.upstream_max_in_flight, 64);
         let file: ConfigLayer =
             toml::from_str("http2_max_concurrent_streams = 50\nupstream_max_in_flight = 8\n")

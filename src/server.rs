@@ -43,6 +43,22 @@ use crate::upstream::xai::XaiClient;
 /// column): about as long as a caller may still ask for the job's results.
 const RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
+/// Bytes a caller may send on one call before the gateway reads them (hyper's default,
+/// set here because the connection window below is derived from it).
+const HTTP2_STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// The connection's window: room for every stream's whole window at once. A call that
+/// waits for the request byte budget leaves its bytes unread, and with a smaller
+/// connection window those would use it up: the call holding the budget could then
+/// not read the rest of its own message, and the connection would stall for good.
+/// Unread bytes stay bounded per stream (its window) and so per connection.
+fn connection_window(max_concurrent_streams: u32) -> u32 {
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    HTTP2_STREAM_WINDOW
+        .saturating_mul(max_concurrent_streams.saturating_add(1))
+        .min(MAX_WINDOW)
+}
+
 /// Why the gateway could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -204,6 +220,8 @@ impl App {
             .trace_fn(rpc_span)
             // Advertised in SETTINGS: a client's further calls wait on its side.
             .max_concurrent_streams(config.http2_max_concurrent_streams)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(connection_window(config.http2_max_concurrent_streams))
             .accept_http1(true)
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside grpc-web, which hides the status in its body; outside the decode-error

@@ -325,3 +325,41 @@ async fn health_watches_end_at_shutdown_without_waiting_out_the_drain() {
         .expect("a clean shutdown");
     assert!(started.elapsed() < within, "{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_waiting_for_the_byte_budget_never_stall_their_connection() {
+    // Each message (~3 MiB) fits the 4 MiB budget alone, so the creates take turns.
+    // They share one HTTP/2 connection, where a waiting call's unread bytes must not
+    // use up the window the call that holds the budget still has to read through.
+    const CREATES: usize = 6;
+    let app = spawn_app_with(SimConfig::fast(), |layer| {
+        layer.max_request_bytes_in_flight = Some(4 << 20);
+    })
+    .await;
+    let prompts: Vec<String> = (0..3_000).map(|i| format!("{i:0>1000}")).collect();
+    let calls = (0..CREATES).map(|_| {
+        let (mut jobs, values) = (app.jobs.clone(), prompts.clone());
+        tokio::spawn(async move {
+            let mut request = tonic::Request::new(pb::CreateJobRequest {
+                model: "gpt-oss-20b".into(),
+                inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+                    values,
+                })),
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_secs(60));
+            jobs.create_job(request).await
+        })
+    });
+    let all = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(calls),
+    )
+    .await
+    .expect("every create finishes");
+    for created in all {
+        let job = created.expect("joined").expect("created").into_inner();
+        assert!(!job.job_id.is_empty());
+    }
+    assert_eq!(app.sim.calls("POST /v1/batch-inference"), CREATES as u64);
+}

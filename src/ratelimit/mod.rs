@@ -58,11 +58,15 @@ impl Decision {
         if let Ok(limit) = HeaderValue::from_str(&self.limit.header()) {
             headers.insert("x-ratelimit-limit", limit);
         }
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
-        headers.insert(
-            "x-ratelimit-reset",
-            HeaderValue::from(ceil_secs(self.reset)),
-        );
+        // Values that change from call to call are sent never-indexed: indexed, each
+        // would take a new slot in the connection's HPACK table and push out the
+        // headers every answer repeats (content-type, grpc-status, the limit above).
+        let mut remaining = HeaderValue::from(self.remaining);
+        remaining.set_sensitive(true);
+        headers.insert("x-ratelimit-remaining", remaining);
+        let mut reset = HeaderValue::from(ceil_secs(self.reset));
+        reset.set_sensitive(true);
+        headers.insert("x-ratelimit-reset", reset);
     }
 }
 
