@@ -90,6 +90,12 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_WATCH_MIN_INTERVAL_MS")]
     pub watch_min_interval_ms: Option<u64>,
 
+    /// Change messages per second one replica sends all watchers of one resource
+    /// together; with more watchers than this allows at `watch_min_interval_ms`, a change
+    /// goes out less often (the FINAL always at once); 0: no budget [default: 10000].
+    #[arg(long, env = "BATCHGATE_WATCH_FANOUT_PER_SECOND")]
+    pub watch_fanout_per_second: Option<u32>,
+
     /// Longest a single job is watched before WatchJob gives up, in seconds [default: 172800].
     #[arg(long, env = "BATCHGATE_WATCH_MAX_SECS")]
     pub watch_max_secs: Option<u64>,
@@ -293,6 +299,7 @@ impl ConfigLayer {
             watch_heartbeat_ms,
             watch_poll_ms,
             watch_min_interval_ms,
+            watch_fanout_per_second,
             watch_max_secs,
             max_request_bytes,
             max_upstream_body_bytes,
@@ -380,6 +387,8 @@ pub struct Config {
     pub watch_poll: Duration,
     /// Least time between two changes a resource's watchers are sent.
     pub watch_min_interval: Duration,
+    /// Change messages per second to all watchers of one resource on this replica.
+    pub watch_fanout_per_second: u32,
     /// Longest watch of one job.
     pub watch_max: Duration,
     /// Largest gRPC request accepted.
@@ -561,6 +570,7 @@ impl Config {
             watch_heartbeat: ms(layer.watch_heartbeat_ms.unwrap_or(10_000).max(10)),
             watch_poll: ms(layer.watch_poll_ms.unwrap_or(1_000).max(10)),
             watch_min_interval: ms(layer.watch_min_interval_ms.unwrap_or(100)),
+            watch_fanout_per_second: layer.watch_fanout_per_second.unwrap_or(10_000),
             watch_max: Duration::from_secs(layer.watch_max_secs.unwrap_or(48 * 3600)),
             max_request_bytes: layer.max_request_bytes.unwrap_or(64 * 1024 * 1024),
             max_upstream_body_bytes: layer.max_upstream_body_bytes.unwrap_or(512 * 1024 * 1024),

@@ -3,23 +3,22 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::pace::Pacer;
+use super::pace::{Pace, Pacer};
 use super::{ProgressHub, Publisher, StartPoller, WatchState};
 use crate::keys::ResourceKey;
 
 /// Shares one poller per key among all local subscribers.
 pub struct MemoryHub<T> {
     channels: Arc<Mutex<Channels<T>>>,
-    pace: Duration,
+    pace: Pace,
 }
 
 impl<T> MemoryHub<T> {
-    /// A hub whose subscribers see at most one change per `pace` (zero: every change).
-    pub fn new(pace: Duration) -> Self {
+    /// A hub whose subscribers see changes as `pace` allows.
+    pub fn new(pace: Pace) -> Self {
         Self {
             channels: Arc::default(),
             pace,
@@ -118,6 +117,7 @@ fn forget<T>(channels: &mut Channels<T>, key: &str, sender: &watch::Sender<Watch
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     fn key(id: &str) -> ResourceKey {
         ResourceKey::new("t", "sutro", crate::keys::kind::WATCH, id)
@@ -125,7 +125,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_subscribers_share_one_poller_which_stops_with_the_last() {
-        let hub = MemoryHub::<u64>::new(Duration::ZERO);
+        let hub = MemoryHub::<u64>::new(Pace::NONE);
         let started = Arc::new(AtomicUsize::new(0));
         let mut receivers = Vec::new();
         for _ in 0..1000 {
@@ -160,7 +160,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_poller_keeps_its_last_value_for_late_readers() {
-        let hub = MemoryHub::<String>::new(Duration::ZERO);
+        let hub = MemoryHub::<String>::new(Pace::NONE);
         let mut rx = hub.subscribe(
             &key("job-2"),
             Arc::new(|publisher| Box::pin(async move { publisher.publish("done".into(), true) })),
@@ -173,7 +173,10 @@ mod tests {
 
     #[tokio::test]
     async fn changes_are_paced_but_the_final_value_is_not() {
-        let hub = MemoryHub::<u64>::new(Duration::from_secs(5));
+        let hub = MemoryHub::<u64>::new(Pace {
+            min_interval: Duration::from_secs(5),
+            fanout_per_second: 0,
+        });
         let mut rx = hub.subscribe(
             &key("job-4"),
             Arc::new(|publisher| {
@@ -208,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn tenants_never_share_a_poller() {
-        let hub = MemoryHub::<u64>::new(Duration::ZERO);
+        let hub = MemoryHub::<u64>::new(Pace::NONE);
         let idle =
             || -> StartPoller<u64> { Arc::new(|_publisher| Box::pin(std::future::pending())) };
         let a = hub.subscribe(&key("job-3"), idle());

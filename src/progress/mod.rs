@@ -5,6 +5,8 @@ mod follower;
 mod hints;
 mod memory;
 mod pace;
+
+pub use self::pace::Pace;
 mod redis;
 mod scripts;
 mod stream;
@@ -123,7 +125,7 @@ where
             HubTiming::from_config(config),
             new_replica_id(),
         )),
-        None => Arc::new(MemoryHub::new(config.watch_min_interval)),
+        None => Arc::new(MemoryHub::new(Pace::from_config(config))),
     }
 }
 

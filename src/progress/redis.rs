@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::follower::Follower;
 use super::hints::Hints;
+use super::pace::Pace;
 use super::scripts::{Names, Scripts};
 use super::{ProgressHub, StartPoller, WatchState};
 use crate::config::Config;
@@ -35,14 +36,14 @@ pub struct HubTiming {
     pub snapshot_ttl: Duration,
     /// Least time between two changes a replica's subscribers see (and the holder
     /// writes): `watch_min_interval_ms`.
-    pub pace: Duration,
+    pub pace: Pace,
 }
 
 impl HubTiming {
     /// The timing `config` asks for; renews and re-reads every third of the lease.
     pub fn from_config(config: &Config) -> Self {
         Self {
-            pace: config.watch_min_interval,
+            pace: Pace::from_config(config),
             ..Self::new(config.watch_lease, config.watch_grace)
         }
     }
@@ -61,7 +62,7 @@ impl HubTiming {
             // about lease + lease/3.
             reread: (lease / 3).max(Duration::from_millis(10)),
             snapshot_ttl: (lease * 12).max(Duration::from_secs(60)),
-            pace: Duration::ZERO,
+            pace: Pace::NONE,
         }
     }
 

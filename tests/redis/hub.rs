@@ -24,7 +24,7 @@ fn timing() -> HubTiming {
         grace: Duration::from_millis(300),
         reread: Duration::from_millis(50),
         snapshot_ttl: Duration::from_secs(30),
-        pace: Duration::ZERO,
+        pace: batchgate::progress::Pace::NONE,
     }
 }
 
