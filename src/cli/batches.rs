@@ -31,7 +31,7 @@ pub async fn run(args: BatchesArgs) -> Result<(), CliError> {
                 .await?
                 .into_inner();
             if json {
-                out.json_document(&to_json(&batch, "batchgate.xai.v1.Batch")?)?;
+                out.json_document(&batch, "batchgate.xai.v1.Batch")?;
             } else {
                 // The id alone on stdout, so `id=$(batchgate batches create ...)` works.
                 out.line(&batch.batch_id)?;
@@ -53,7 +53,7 @@ pub async fn run(args: BatchesArgs) -> Result<(), CliError> {
                 .await?
                 .into_inner();
             if json {
-                out.json_document(&to_json(&list, "batchgate.xai.v1.ListBatchesResponse")?)?;
+                out.json_document(&list, "batchgate.xai.v1.ListBatchesResponse")?;
             } else {
                 let rows: Vec<Vec<String>> = list.batches.iter().map(batch_row).collect();
                 let headers = [
@@ -77,10 +77,7 @@ pub async fn run(args: BatchesArgs) -> Result<(), CliError> {
                 .await?
                 .into_inner();
             if json {
-                out.json_document(&to_json(
-                    &added,
-                    "batchgate.xai.v1.AddBatchRequestsResponse",
-                )?)?;
+                out.json_document(&added, "batchgate.xai.v1.AddBatchRequestsResponse")?;
             } else {
                 // One id a line, in the order of the file, for scripts that pair them up.
                 for request_id in &added.batch_request_ids {
@@ -102,7 +99,7 @@ pub async fn run(args: BatchesArgs) -> Result<(), CliError> {
             while let Some(chunk) = stream.message().await? {
                 for result in &chunk.results {
                     if json {
-                        sink.json_line(&to_json(result, "batchgate.xai.v1.BatchResult")?)?;
+                        sink.json_line(result, "batchgate.xai.v1.BatchResult")?;
                     } else {
                         sink.line(&result_line(result)?)?;
                     }
@@ -170,7 +167,7 @@ fn read_requests(path: &Path) -> Result<Vec<pb::BatchRequest>, CliError> {
 
 fn show_batch(batch: &pb::Batch, json: bool, out: &mut Out) -> Result<(), CliError> {
     if json {
-        return out.json_document(&to_json(batch, "batchgate.xai.v1.Batch")?);
+        return out.json_document(batch, "batchgate.xai.v1.Batch");
     }
     let state = batch.state.unwrap_or_default();
     let cost = batch

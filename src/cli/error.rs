@@ -47,6 +47,9 @@ pub enum CliError {
     /// Reading or writing a local file or stdout.
     #[error("{0}")]
     Io(String),
+    /// Whoever read stdout stopped (`| head`): nothing left to say, and no one to say it to.
+    #[error("stdout was closed")]
+    Closed,
     /// A watch ended without its final message.
     #[error("the watch ended before the final status")]
     WatchCut,
@@ -60,6 +63,9 @@ impl CliError {
 
     /// An I/O error on `what` (a path, or "stdout").
     pub fn io(what: &str, error: std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            return Self::Closed;
+        }
         Self::Io(format!("{what}: {error}"))
     }
 }

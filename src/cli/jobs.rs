@@ -7,7 +7,7 @@ use crate::proto::sutro::v1 as pb;
 
 use super::args::{CreateJobArgs, JobsArgs, JobsCommand};
 use super::error::CliError;
-use super::output::{self, Out, fields, one_line, opt, table, time, to_json};
+use super::output::{self, Out, fields, one_line, opt, table, time};
 
 /// Runs one `jobs` subcommand.
 pub async fn run(args: JobsArgs) -> Result<(), CliError> {
@@ -24,7 +24,7 @@ pub async fn run(args: JobsArgs) -> Result<(), CliError> {
             let request = create.unwrap_or_default();
             let created = client.create_job(request).await?.into_inner();
             if json {
-                out.json_document(&to_json(&created, "batchgate.sutro.v1.CreateJobResponse")?)?;
+                out.json_document(&created, "batchgate.sutro.v1.CreateJobResponse")?;
             } else {
                 // The id alone on stdout, so `id=$(batchgate jobs create ...)` works.
                 out.line(&created.job_id)?;
@@ -39,7 +39,7 @@ pub async fn run(args: JobsArgs) -> Result<(), CliError> {
                 .await?
                 .into_inner();
             if json {
-                out.json_document(&to_json(&job, "batchgate.sutro.v1.Job")?)?;
+                out.json_document(&job, "batchgate.sutro.v1.Job")?;
             } else {
                 for line in job_fields(&job) {
                     out.line(&line)?;
@@ -55,7 +55,7 @@ pub async fn run(args: JobsArgs) -> Result<(), CliError> {
                 .await?
                 .into_inner();
             if json {
-                out.json_document(&to_json(&list, "batchgate.sutro.v1.ListJobsResponse")?)?;
+                out.json_document(&list, "batchgate.sutro.v1.ListJobsResponse")?;
             } else {
                 let rows: Vec<Vec<String>> = list.jobs.iter().map(job_row).collect();
                 let headers = ["JOB ID", "STATUS", "MODEL", "ROWS", "CREATED", "NAME"];
@@ -85,7 +85,7 @@ pub async fn run(args: JobsArgs) -> Result<(), CliError> {
             while let Some(chunk) = stream.message().await? {
                 for row in &chunk.rows {
                     if json {
-                        sink.json_line(&to_json(row, "batchgate.sutro.v1.ResultRow")?)?;
+                        sink.json_line(row, "batchgate.sutro.v1.ResultRow")?;
                     } else {
                         let mut line = format!("{}\t{}", row.index, one_line(row.output.as_ref()));
                         if include_inputs {
@@ -107,10 +107,7 @@ pub async fn run(args: JobsArgs) -> Result<(), CliError> {
                 .await?
                 .into_inner();
             if json {
-                out.json_document(&to_json(
-                    &cancelled,
-                    "batchgate.sutro.v1.CancelJobResponse",
-                )?)?;
+                out.json_document(&cancelled, "batchgate.sutro.v1.CancelJobResponse")?;
             } else if cancelled.cancelled {
                 out.line(&format!("{id} cancel requested: {}", cancelled.message))?;
             } else {

@@ -38,7 +38,9 @@ pub async fn run(command: ClientCommand) -> ExitCode {
         ClientCommand::Health(args) => health::run(args).await,
     };
     outcome.unwrap_or_else(|error| {
-        eprintln!("batchgate: {error}");
+        if !matches!(error, CliError::Closed) {
+            eprintln!("batchgate: {error}");
+        }
         error.exit_code()
     })
 }

@@ -29,18 +29,46 @@ pub fn to_json<M: prost::Message>(
     message: &M,
     full_name: &str,
 ) -> Result<serde_json::Value, CliError> {
+    let dynamic = dynamic(message, full_name)?;
+    dynamic
+        .serialize_with_options(serde_json::value::Serializer, &json_options())
+        .map_err(|e| CliError::Io(format!("writing a {full_name} as JSON: {e}")))
+}
+
+/// As [`to_json`], written out in the proto's field order (a `serde_json::Value` would
+/// sort the keys): compact, or indented when `pretty`.
+pub fn json_text<M: prost::Message>(
+    message: &M,
+    full_name: &str,
+    pretty: bool,
+) -> Result<String, CliError> {
+    let dynamic = dynamic(message, full_name)?;
+    let mut bytes = Vec::new();
+    let written = if pretty {
+        let mut serializer = serde_json::Serializer::pretty(&mut bytes);
+        dynamic.serialize_with_options(&mut serializer, &json_options())
+    } else {
+        let mut serializer = serde_json::Serializer::new(&mut bytes);
+        dynamic.serialize_with_options(&mut serializer, &json_options())
+    };
+    written.map_err(|e| CliError::Io(format!("writing a {full_name} as JSON: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| CliError::Io(format!("writing a {full_name}: {e}")))
+}
+
+fn json_options() -> SerializeOptions {
+    SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(false)
+        .stringify_64_bit_integers(false)
+}
+
+/// `message` re-read through its descriptor, for serde.
+fn dynamic<M: prost::Message>(message: &M, full_name: &str) -> Result<DynamicMessage, CliError> {
     let descriptor = pool()?
         .get_message_by_name(full_name)
         .ok_or_else(|| CliError::Io(format!("no proto message named {full_name}")))?;
-    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
-        .map_err(|e| CliError::Io(format!("re-reading a {full_name}: {e}")))?;
-    let options = SerializeOptions::new()
-        .use_proto_field_name(true)
-        .skip_default_fields(false)
-        .stringify_64_bit_integers(false);
-    dynamic
-        .serialize_with_options(serde_json::value::Serializer, &options)
-        .map_err(|e| CliError::Io(format!("writing a {full_name} as JSON: {e}")))
+    DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .map_err(|e| CliError::Io(format!("re-reading a {full_name}: {e}")))
 }
 
 /// Reads one proto JSON document (proto or JSON field names) as the prost type `T`,
@@ -90,16 +118,22 @@ impl Out {
         writeln!(self.writer, "{text}").map_err(|e| CliError::io(&self.name, e))
     }
 
-    /// Writes `value` as one compact JSON line.
-    pub fn json_line(&mut self, value: &serde_json::Value) -> Result<(), CliError> {
-        self.line(&value.to_string())
+    /// Writes `message` (of the proto type `full_name`) as one compact JSON line.
+    pub fn json_line<M: prost::Message>(
+        &mut self,
+        message: &M,
+        full_name: &str,
+    ) -> Result<(), CliError> {
+        self.line(&json_text(message, full_name, false)?)
     }
 
-    /// Writes `value` as an indented JSON document.
-    pub fn json_document(&mut self, value: &serde_json::Value) -> Result<(), CliError> {
-        let text = serde_json::to_string_pretty(value)
-            .map_err(|e| CliError::Io(format!("writing JSON: {e}")))?;
-        self.line(&text)
+    /// Writes `message` (of the proto type `full_name`) as an indented JSON document.
+    pub fn json_document<M: prost::Message>(
+        &mut self,
+        message: &M,
+        full_name: &str,
+    ) -> Result<(), CliError> {
+        self.line(&json_text(message, full_name, true)?)
     }
 
     /// Pushes what is buffered out, so a stream's lines are seen as they come.

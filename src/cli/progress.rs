@@ -25,43 +25,72 @@ pub struct Update {
     pub tokens_per_second: Option<f64>,
     /// Anything else worth a glance (a batch's error count), already formatted.
     pub note: String,
+    /// Whether work is under way, so that an ETA means something.
+    pub running: bool,
 }
 
 /// Draws updates of one job or batch.
-pub enum Renderer {
-    /// A live bar on a terminal.
-    Bar(ProgressBar),
-    /// A line per update.
-    Lines(Lines),
+pub struct Renderer {
+    pace: Pace,
+    how: How,
 }
 
-/// The plain-line renderer's memory: when the watch began and the first count seen,
-/// for elapsed time and an ETA from the rate observed since.
-pub struct Lines {
-    id: String,
+enum How {
+    /// A live bar on a terminal.
+    Bar(ProgressBar),
+    /// A line per update, repeats skipped.
+    Lines { id: String, last: Option<Update> },
+}
+
+/// When the watch began, and the first count seen and when: an ETA from the rate
+/// observed since (indicatif's own ETA reads 0 after a wait in QUEUED at 0 rows).
+struct Pace {
     unit: &'static str,
     started: Instant,
-    first_done: Option<i64>,
-    last: Option<Update>,
+    first: Option<(i64, Instant)>,
+}
+
+/// A rate measured over less than this is mostly the backlog the first messages carry.
+const MIN_RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl Pace {
+    fn eta(&mut self, update: &Update) -> Option<Duration> {
+        // Time spent queued or starting says nothing of the pace: measure from the
+        // first update that finds the work running.
+        if !update.running {
+            self.first = None;
+            return None;
+        }
+        let (first_done, first_seen) = *self.first.get_or_insert((update.done, Instant::now()));
+        let window = first_seen.elapsed();
+        if window < MIN_RATE_WINDOW {
+            return None;
+        }
+        eta(first_done, update, window)
+    }
 }
 
 impl Renderer {
     /// A renderer for `id`, counting `unit` (`rows` or `requests`); a bar when `terminal`.
     pub fn new(id: &str, unit: &'static str, terminal: bool) -> Self {
+        let pace = Pace {
+            unit,
+            started: Instant::now(),
+            first: None,
+        };
         if !terminal {
-            return Self::Lines(Lines {
+            let how = How::Lines {
                 id: id.to_owned(),
-                unit,
-                started: Instant::now(),
-                first_done: None,
                 last: None,
-            });
+            };
+            return Self { pace, how };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
         bar.set_prefix(id.to_owned());
+        // Two lines: a job id alone takes half a terminal's width, so one line would wrap.
         let template = format!(
-            "{{spinner}} {{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{percent}}% \
-             elapsed {{elapsed}} eta {{eta}} {{msg}}"
+            "{{spinner}} {{prefix}} {{msg}}\n  [{{wide_bar}}] {{pos}}/{{len}} {unit} \
+             {{percent}}%  elapsed {{elapsed}}"
         );
         // The template is fixed text; should indicatif ever refuse it, a plain bar still works.
         let style = ProgressStyle::with_template(&template)
@@ -70,26 +99,39 @@ impl Renderer {
         bar.set_style(style);
         // Ticks between updates keep the spinner and elapsed time moving.
         bar.enable_steady_tick(Duration::from_millis(200));
-        Self::Bar(bar)
+        Self {
+            pace,
+            how: How::Bar(bar),
+        }
     }
 
-    /// Shows `update`. A heartbeat only ticks the bar; plain lines skip repeats.
+    /// Shows `update`; plain lines skip one that repeats the last.
     pub fn show(&mut self, update: &Update, out: &mut Out) -> Result<(), CliError> {
-        match self {
-            Self::Bar(bar) => {
+        let eta = self.pace.eta(update);
+        match &mut self.how {
+            How::Bar(bar) => {
                 if let Some(total) = update.total {
                     bar.set_length(u64::try_from(total).unwrap_or(0));
                 }
                 bar.set_position(u64::try_from(update.done).unwrap_or(0));
-                bar.set_message(format!("{} {}", update.status, details(update)));
+                let mut message = update.status.clone();
+                if let Some(eta) = eta {
+                    message.push_str(&format!("  eta {}", clock(eta)));
+                }
+                let details = details(update);
+                if !details.is_empty() {
+                    message.push_str("  ");
+                    message.push_str(&details);
+                }
+                bar.set_message(message);
                 Ok(())
             }
-            Self::Lines(lines) => {
-                if lines.last.as_ref() == Some(update) {
+            How::Lines { id, last } => {
+                if last.as_ref() == Some(update) {
                     return Ok(());
                 }
-                let line = lines.line(update);
-                lines.last = Some(update.clone());
+                let line = line(id, self.pace.unit, self.pace.started.elapsed(), eta, update);
+                *last = Some(update.clone());
                 out.line(&line)?;
                 out.flush()
             }
@@ -98,42 +140,36 @@ impl Renderer {
 
     /// Leaves the bar on screen as it last was (the watch is over or interrupted).
     pub fn stop(&mut self) {
-        if let Self::Bar(bar) = self {
+        if let How::Bar(bar) = &self.how {
             bar.abandon();
         }
     }
 }
 
-impl Lines {
-    fn line(&mut self, update: &Update) -> String {
-        let elapsed = self.started.elapsed();
-        let first = *self.first_done.get_or_insert(update.done);
-        let mut line = format!("{} {}", self.id, update.status);
-        match update.total {
-            Some(total) if total > 0 => {
-                let percent = update.done.saturating_mul(100) / total;
-                line.push_str(&format!(
-                    " {}/{total} {} {percent}%",
-                    update.done, self.unit
-                ));
-            }
-            Some(total) => line.push_str(&format!(" {}/{total} {}", update.done, self.unit)),
-            None => line.push_str(&format!(" {} {}", update.done, self.unit)),
+/// `<id> <STATUS> <done>/<total> <unit> <percent>% elapsed <t> [eta <t>] [details]`.
+fn line(id: &str, unit: &str, elapsed: Duration, eta: Option<Duration>, update: &Update) -> String {
+    let mut line = format!("{id} {}", update.status);
+    match update.total {
+        Some(total) if total > 0 => {
+            let percent = update.done.saturating_mul(100) / total;
+            line.push_str(&format!(" {}/{total} {unit} {percent}%", update.done));
         }
-        line.push_str(&format!(" elapsed {}", clock(elapsed)));
-        if let Some(eta) = eta(first, update, elapsed) {
-            line.push_str(&format!(" eta {}", clock(eta)));
-        }
-        let details = details(update);
-        if !details.is_empty() {
-            line.push(' ');
-            line.push_str(&details);
-        }
-        line
+        Some(total) => line.push_str(&format!(" {}/{total} {unit}", update.done)),
+        None => line.push_str(&format!(" {} {unit}", update.done)),
     }
+    line.push_str(&format!(" elapsed {}", clock(elapsed)));
+    if let Some(eta) = eta {
+        line.push_str(&format!(" eta {}", clock(eta)));
+    }
+    let details = details(update);
+    if !details.is_empty() {
+        line.push(' ');
+        line.push_str(&details);
+    }
+    line
 }
 
-/// The time left at the rate seen since the watch began; none before any progress.
+/// The time left at the rate seen over `elapsed` since `first_done`; none before any progress.
 fn eta(first_done: i64, update: &Update, elapsed: Duration) -> Option<Duration> {
     let total = update.total?;
     let remaining = total.checked_sub(update.done).filter(|r| *r > 0)?;
@@ -198,6 +234,7 @@ mod tests {
             output_tokens: None,
             tokens_per_second: None,
             note: String::new(),
+            running: true,
         };
         assert_eq!(eta(10, &update(10), Duration::from_secs(5)), None);
         let left = eta(10, &update(30), Duration::from_secs(2)).map(|d| d.as_millis());

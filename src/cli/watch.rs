@@ -8,7 +8,7 @@ use crate::proto::xai::v1 as xai;
 
 use super::args::{WatchArgs, WatchTarget};
 use super::error::{CliError, exit};
-use super::output::{Out, to_json};
+use super::output::Out;
 use super::progress::{Renderer, Update};
 
 /// Follows the job or batch `args` names.
@@ -110,7 +110,7 @@ async fn follow<M: WatchMessage>(
         };
         match &mut renderer {
             None => {
-                out.json_line(&to_json(&message, M::PROTO_NAME)?)?;
+                out.json_line(&message, M::PROTO_NAME)?;
                 out.flush()?;
             }
             Some(renderer) => renderer.show(&message.update(), &mut out)?,
@@ -151,6 +151,7 @@ impl WatchMessage for sutro::WatchJobResponse {
             output_tokens: progress.output_tokens,
             tokens_per_second: progress.tokens_per_second,
             note: String::new(),
+            running: progress.status() == sutro::JobStatus::Running,
         }
     }
 
@@ -197,6 +198,7 @@ impl WatchMessage for xai::WatchBatchResponse {
             reason => short(reason.as_str_name(), "DONE_REASON_"),
         };
         Update {
+            running: status == "RUNNING",
             status,
             done: state.num_success + state.num_error + state.num_cancelled,
             total: Some(state.num_requests),
