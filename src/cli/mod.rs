@@ -70,6 +70,11 @@ impl Auth {
         let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) else {
             return Ok(Self(None));
         };
+        // The gateway reads the first word after the scheme: a key with a space would
+        // be cut short there, and refused upstream for a reason hard to see.
+        if key.contains(char::is_whitespace) {
+            return Err(CliError::Input("the key holds whitespace".into()));
+        }
         let mut value: MetadataValue<Ascii> = format!("Bearer {key}")
             .parse()
             .map_err(|_| CliError::Input("the key is not printable ASCII".into()))?;
@@ -82,7 +87,13 @@ impl Auth {
 /// A channel to `--target`, connected now so that an unreachable gateway is reported
 /// as such before any call.
 async fn channel(connection: &args::Connection) -> Result<Channel, CliError> {
-    let endpoint = Endpoint::from_shared(connection.target.clone())
+    // `host:port` alone means plain-text HTTP/2, as the default target is.
+    let target = if connection.target.contains("://") {
+        connection.target.clone()
+    } else {
+        format!("http://{}", connection.target)
+    };
+    let endpoint = Endpoint::from_shared(target)
         .map_err(|e| CliError::Input(format!("--target {}: {e}", connection.target)))?
         .connect_timeout(connection.connect_timeout());
     endpoint.connect().await.map_err(|e| CliError::Unreachable {
@@ -123,8 +134,12 @@ fn causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Some errors already quote their source in their own text.
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
