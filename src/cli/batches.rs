@@ -1,14 +1,12 @@
 //! `batchgate batches create|get|list|add|results|cancel`: xAI batches through the
 //! gateway, tables for people and `--json` for scripts.
 
-use std::path::Path;
-
 use crate::proto::xai::v1 as pb;
 
 use super::args::{BatchesArgs, BatchesCommand};
 use super::error::CliError;
-use super::jobs::{json_lines, read_input};
-use super::output::{Out, fields, from_json, table, time, to_json};
+use super::input::read_requests;
+use super::output::{Out, fields, table, time, to_json};
 
 /// Runs one `batches` subcommand.
 pub async fn run(args: BatchesArgs) -> Result<(), CliError> {
@@ -120,49 +118,6 @@ pub async fn run(args: BatchesArgs) -> Result<(), CliError> {
         }
     }
     out.flush()
-}
-
-/// The keys of BatchRequest's body, by proto and JSON name: a line with one of them is
-/// a BatchRequest; one without is taken as a bare chat-completions body.
-const BODY_FIELDS: [&str; 11] = [
-    "chat_get_completion",
-    "chatGetCompletion",
-    "responses",
-    "image_generation",
-    "imageGeneration",
-    "image_edit",
-    "imageEdit",
-    "video_generation",
-    "videoGeneration",
-    "video_extension",
-    "videoExtension",
-];
-
-/// The requests of a JSONL file (see `batches add --help`).
-fn read_requests(path: &Path) -> Result<Vec<pb::BatchRequest>, CliError> {
-    let text = read_input(path)?;
-    let requests: Vec<pb::BatchRequest> = json_lines(&text, path)
-        .map(|line| {
-            let (number, value) = line?;
-            let serde_json::Value::Object(object) = value else {
-                return Err(CliError::Input(format!(
-                    "{}:{number}: a request is a JSON object",
-                    path.display()
-                )));
-            };
-            let value = if BODY_FIELDS.iter().any(|key| object.contains_key(*key)) {
-                serde_json::Value::Object(object)
-            } else {
-                serde_json::json!({ "chat_get_completion": object })
-            };
-            from_json(value, "batchgate.xai.v1.BatchRequest")
-                .map_err(|e| CliError::Input(format!("{}:{number}: {e}", path.display())))
-        })
-        .collect::<Result<_, _>>()?;
-    if requests.is_empty() {
-        return Err(CliError::Input(format!("{}: no requests", path.display())));
-    }
-    Ok(requests)
 }
 
 fn show_batch(batch: &pb::Batch, json: bool, out: &mut Out) -> Result<(), CliError> {

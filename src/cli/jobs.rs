@@ -1,13 +1,12 @@
 //! `batchgate jobs create|get|list|results|cancel`: Sutro jobs through the gateway,
 //! tables for people and `--json` for scripts.
 
-use std::path::Path;
-
 use crate::proto::sutro::v1 as pb;
 
 use super::args::{CreateJobArgs, JobsArgs, JobsCommand};
 use super::error::CliError;
-use super::output::{self, Out, fields, one_line, opt, table, time};
+use super::input::{read_prompts, read_rows};
+use super::output::{Out, fields, one_line, opt, table, time};
 
 /// Runs one `jobs` subcommand.
 pub async fn run(args: JobsArgs) -> Result<(), CliError> {
@@ -21,6 +20,7 @@ pub async fn run(args: JobsArgs) -> Result<(), CliError> {
     let mut out = Out::stdout();
     match args.command {
         JobsCommand::Create(_) => {
+            // Built above whenever the command is Create.
             let request = create.unwrap_or_default();
             let created = client.create_job(request).await?.into_inner();
             if json {
@@ -29,7 +29,7 @@ pub async fn run(args: JobsArgs) -> Result<(), CliError> {
                 // The id alone on stdout, so `id=$(batchgate jobs create ...)` works.
                 out.line(&created.job_id)?;
                 if created.replayed {
-                    eprintln!("batchgate: an earlier create with this --request-id; its job");
+                    eprintln!("batchgate: replayed: this --request-id created that job before");
                 }
             }
         }
@@ -144,97 +144,6 @@ fn create_request(args: &CreateJobArgs) -> Result<pb::CreateJobRequest, CliError
         request_id: args.request_id.clone().unwrap_or_default(),
         ..Default::default()
     })
-}
-
-/// Reads `path` (`-`: stdin) whole.
-pub fn read_input(path: &Path) -> Result<String, CliError> {
-    if path == Path::new("-") {
-        return std::io::read_to_string(std::io::stdin()).map_err(|e| CliError::io("stdin", e));
-    }
-    std::fs::read_to_string(path).map_err(|e| CliError::io(&path.display().to_string(), e))
-}
-
-/// Each non-blank line of `text` as JSON, numbered from 1 for errors.
-pub fn json_lines(
-    text: &str,
-    path: &Path,
-) -> impl Iterator<Item = Result<(usize, serde_json::Value), CliError>> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(move |(i, line)| {
-            serde_json::from_str(line)
-                .map(|value| (i + 1, value))
-                .map_err(|e| {
-                    CliError::Input(format!("{}:{}: not JSON: {e}", path.display(), i + 1))
-                })
-        })
-}
-
-/// Prompts: one a line, or JSONL (a `.jsonl`/`.ndjson` file, or one whose first
-/// non-blank line starts with `{`) of JSON strings or objects with a `prompt` string.
-/// Plain lines are taken as they are, so a prompt may hold quotes and braces mid-line.
-fn read_prompts(path: &Path) -> Result<Vec<String>, CliError> {
-    let text = read_input(path)?;
-    let jsonl = path
-        .extension()
-        .is_some_and(|ext| ext == "jsonl" || ext == "ndjson")
-        || text
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .is_some_and(|l| l.trim_start().starts_with('{'));
-    let prompts: Vec<String> = if jsonl {
-        json_lines(&text, path)
-            .map(|line| {
-                let (number, value) = line?;
-                match value {
-                    serde_json::Value::String(prompt) => Ok(prompt),
-                    serde_json::Value::Object(mut object) => match object.remove("prompt") {
-                        Some(serde_json::Value::String(prompt)) => Ok(prompt),
-                        _ => Err(CliError::Input(format!(
-                            "{}:{number}: an object needs a \"prompt\" string",
-                            path.display()
-                        ))),
-                    },
-                    _ => Err(CliError::Input(format!(
-                        "{}:{number}: a JSONL prompt is a string or an object with \"prompt\"",
-                        path.display()
-                    ))),
-                }
-            })
-            .collect::<Result<_, _>>()?
-    } else {
-        text.lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
-    if prompts.is_empty() {
-        return Err(CliError::Input(format!("{}: no prompts", path.display())));
-    }
-    Ok(prompts)
-}
-
-/// Row objects, one JSON object a line.
-fn read_rows(path: &Path) -> Result<Vec<prost_types::Struct>, CliError> {
-    let text = read_input(path)?;
-    let rows: Vec<prost_types::Struct> = json_lines(&text, path)
-        .map(|line| {
-            let (number, value) = line?;
-            if !value.is_object() {
-                return Err(CliError::Input(format!(
-                    "{}:{number}: a row is a JSON object",
-                    path.display()
-                )));
-            }
-            output::from_json(value, "google.protobuf.Struct")
-                .map_err(|e| CliError::Input(format!("{}:{number}: {e}", path.display())))
-        })
-        .collect::<Result<_, _>>()?;
-    if rows.is_empty() {
-        return Err(CliError::Input(format!("{}: no rows", path.display())));
-    }
-    Ok(rows)
 }
 
 fn status_word(job: &pb::Job) -> String {

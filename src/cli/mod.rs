@@ -5,6 +5,7 @@ mod args;
 mod batches;
 mod error;
 mod health;
+mod input;
 mod jobs;
 mod output;
 mod progress;
