@@ -723,3 +723,62 @@ fn client_help_documents_the_exit_codes() {
         "{help}"
     );
 }
+
+#[tokio::test]
+async fn watch_batch_exits_3_when_requests_failed_and_results_show_the_error() {
+    let app = spawn_app().await;
+    let target = target(&app);
+    let run = client(
+        &[
+            "batches", "create", "--name", "half bad", "--target", &target,
+        ],
+        &[],
+    )
+    .await;
+    let id = run.stdout.trim().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let requests = requests_file(
+        &dir,
+        &[
+            serde_json::json!({"batch_request_id": "good", "chat_get_completion": {"model": "grok-4", "messages": [{"role": "user", "content": "hi"}]}}),
+            // Accepted when added, refused when it runs.
+            serde_json::json!({"batch_request_id": "bad", "chat_get_completion": {"model": "grok-4", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}}),
+        ],
+    );
+    let run = client(
+        &[
+            "batches",
+            "add",
+            &id,
+            "--requests",
+            &requests,
+            "--target",
+            &target,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    let run = client(&["watch", "batch", &id, "--target", &target], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains(&format!("{id} completed with 1 of 2 requests failed")),
+        "{}",
+        run.stdout
+    );
+    let run = client(&["batches", "results", &id, "--target", &target], &[]).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("good\tok\t")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("bad\terror\t") && l.contains("max_tokens")),
+        "{}",
+        run.stdout
+    );
+}
