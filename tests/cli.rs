@@ -387,6 +387,20 @@ async fn health_is_0_against_a_serving_gateway() {
     let run = client(&["health", "--json", "--target", &target(&app)], &[]).await;
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["status"], "SERVING");
+    // A service the gateway does not serve is not healthy.
+    let run = client(
+        &[
+            "health",
+            "--service",
+            "no.such.Service",
+            "--target",
+            &target(&app),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("NotFound"), "{}", run.all());
 }
 
 #[tokio::test]
