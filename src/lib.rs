@@ -5,6 +5,7 @@ pub mod accept;
 pub mod access_log;
 pub mod cache;
 pub mod caller;
+pub mod cli;
 pub mod codec_errors;
 pub mod config;
 pub mod context;

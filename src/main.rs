@@ -1,9 +1,11 @@
-//! The `batchgate` command: parses the command line and calls into the library.
+//! The `batchgate` command: parses the command line and calls into the library
+//! (the gateway and simulator, or the client commands in `batchgate::cli`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use batchgate::cli::ClientCommand;
 use batchgate::config::{Config, ConfigLayer};
 use batchgate::server::App;
 use batchgate::sim::SimConfig;
@@ -48,6 +50,9 @@ enum Command {
         #[command(flatten)]
         settings: ConfigLayer,
     },
+    /// The client commands (`watch`, `jobs`, `batches`, `health`), against a gateway.
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 fn resolve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<Config, String> {
@@ -62,6 +67,7 @@ fn resolve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<Config, Strin
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Client(command) => return batchgate::cli::run(command).await,
         Command::Serve { config, settings } => serve(config, settings).await,
         Command::Sim { listen, sim } => simulate(listen, sim).await,
         Command::CheckConfig { config, settings } => {
