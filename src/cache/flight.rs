@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use tracing::Instrument;
 
 use super::entry::Entry;
 use crate::error::{Error, Result};
@@ -46,7 +47,9 @@ impl Flights {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // The upstream call is counted in the access line of the call that started it.
-        let work = crate::access_log::carry_note(work());
+        // In the trace of the call that started it, without holding that call's span open.
+        let work = crate::access_log::carry_note(work())
+            .instrument(crate::telemetry::detached_span("cache refresh"));
         let flights = Arc::clone(self);
         let owned_key = key.to_string();
         // A task, not a future polled by the callers: if they all leave (deadline,
