@@ -222,6 +222,49 @@ async fn each_attempt_is_a_client_span_and_a_failing_call_is_an_error() {
         "every retry is an event on its attempt"
     );
     assert_no_secrets(&spans);
+
+    // A caller's own key, refused upstream, is in no span either (another route: the
+    // quota reads are still faulted).
+    let err = app
+        .jobs
+        .list_jobs(with_key_in_trace(pb::ListJobsRequest::default()))
+        .await
+        .expect_err("a wrong key");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let spans = wait_for(&guard, &collector, "the refused call", |spans| {
+        spans
+            .iter()
+            .any(|s| s.trace_id() == OTHER_TRACE && s.span.kind == SERVER)
+    })
+    .await;
+    let refused: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.trace_id() == OTHER_TRACE)
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|s| s.span.kind == CLIENT && s.attr("error.type").as_deref() == Some("401")),
+        "{refused:?}"
+    );
+    for span in &spans {
+        assert!(!span.all_text().contains(CALLER_KEY), "{span:?}");
+    }
+}
+
+const CALLER_KEY: &str = "sk_caller_secret_key_123";
+const OTHER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+
+/// `message` with the caller's own (wrong) key, in a trace of its own.
+fn with_key_in_trace<T>(message: T) -> tonic::Request<T> {
+    let mut request = common::with_key(message, CALLER_KEY);
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{OTHER_TRACE}-{CALLER_SPAN}-01")
+            .parse()
+            .expect("ascii"),
+    );
+    request
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,6 +324,32 @@ async fn a_keyed_create_and_its_reads_stay_in_the_callers_trace() {
         .filter_map(|e| collector::attr(&e.attributes, "cache"))
         .collect();
     assert!(outcomes.iter().any(|o| o == "HIT"), "{outcomes:?}");
+
+    // A watch's poller outlives the call, in a span of its own in the caller's trace.
+    let mut watch = app
+        .jobs
+        .watch_job(traced(pb::WatchJobRequest {
+            job_id: created.job_id.clone(),
+        }))
+        .await
+        .expect("the watch starts")
+        .into_inner();
+    while watch.message().await.expect("the watch goes on").is_some() {}
+    let watch_rpc = "batchgate.sutro.v1.JobService/WatchJob";
+    let spans = wait_for(&guard, &collector, "the watch and its poller", |spans| {
+        !named(spans, "watch poller").is_empty() && !named(spans, watch_rpc).is_empty()
+    })
+    .await;
+    let poller = named(&spans, "watch poller")[0];
+    assert_eq!(poller.trace_id(), TRACE_ID);
+    let watch_rpc = named(&spans, watch_rpc)[0];
+    assert_eq!(poller.parent_id(), watch_rpc.span_id());
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.span.kind == CLIENT && s.parent_id() == poller.span_id()),
+        "the poller's upstream calls are its children"
+    );
     assert_no_secrets(&spans);
 }
 

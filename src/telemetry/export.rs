@@ -1,7 +1,7 @@
 //! Where and how traces are exported: settings read from the standard `OTEL_*`
 //! variables (or built by hand in tests), and the tracer provider they make.
 
-use opentelemetry::KeyValue;
+use opentelemetry::{Key, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -133,19 +133,25 @@ fn traces_url(base: &str) -> String {
     }
 }
 
-/// The SDK's detected resource, named `batchgate` unless the environment names it.
+/// The SDK's detected resource, named `batchgate` and versioned unless the
+/// environment says otherwise.
 fn resource() -> Resource {
     let detected = Resource::builder().build();
     let named = detected
-        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .get(&Key::from_static_str("service.name"))
         .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
-    if named {
-        return detected;
+    let versioned = detected
+        .get(&Key::from_static_str("service.version"))
+        .is_some();
+    let mut builder = Resource::builder();
+    if !named {
+        builder = builder.with_service_name("batchgate");
     }
-    Resource::builder()
-        .with_service_name("batchgate")
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build()
+    if !versioned {
+        builder =
+            builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    builder.build()
 }
 
 #[cfg(test)]
