@@ -354,6 +354,58 @@ async fn a_keyed_create_and_its_reads_stay_in_the_callers_trace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_joins_anothers_refresh_links_to_it() {
+    let (collector, guard) = export_to_collector(Protocol::Grpc, false).await;
+    let mut app = spawn_app().await;
+    let job_id = common::create_job(&mut app, vec!["x".into()]).await;
+    // The next status read is slow, so the second reader finds the first one's refresh.
+    app.sim.inject(FaultRule {
+        route: "GET /v1/jobs/{job_id}".into(),
+        times: 1,
+        fault: Fault::Delay(std::time::Duration::from_millis(1000)),
+    });
+    let read = |trace: &str| {
+        let mut jobs = app.jobs.clone();
+        let mut request = tonic::Request::new(pb::GetJobRequest {
+            job_id: job_id.clone(),
+        });
+        request.metadata_mut().insert(
+            "traceparent",
+            format!("00-{trace}-{CALLER_SPAN}-01")
+                .parse()
+                .expect("ascii"),
+        );
+        async move { jobs.get_job(request).await }
+    };
+    let first = tokio::spawn(read(TRACE_ID));
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    read(OTHER_TRACE).await.expect("the second read");
+    first.await.expect("task").expect("the first read");
+
+    let get_rpc = "batchgate.sutro.v1.JobService/GetJob";
+    let spans = wait_for(&guard, &collector, "both reads and the refresh", |spans| {
+        named(spans, get_rpc).len() >= 2 && !named(spans, "cache refresh").is_empty()
+    })
+    .await;
+    let refresh = named(&spans, "cache refresh")
+        .into_iter()
+        .find(|s| s.trace_id() == TRACE_ID)
+        .expect("the first read's refresh, in its trace");
+    let joiner = named(&spans, get_rpc)
+        .into_iter()
+        .find(|s| s.trace_id() == OTHER_TRACE)
+        .expect("the second read");
+    assert!(
+        joiner
+            .span
+            .links
+            .iter()
+            .any(|l| hex::encode(&l.span_id) == refresh.span_id()),
+        "{joiner:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_dup_adds_the_older_names_and_health_is_not_traced() {
     let (collector, guard) = export_to_collector(Protocol::Grpc, true).await;
     let mut app = spawn_app().await;
