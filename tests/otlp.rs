@@ -9,6 +9,7 @@ mod collector;
 mod common;
 
 use batchgate::proto::sutro::v1 as pb;
+use batchgate::ratelimit::{Class, LimitSetting};
 use batchgate::sim::{self, Fault, FaultRule, RetryAfterForm};
 use batchgate::telemetry::Protocol;
 use collector::{Received, export_to_collector, wait_for};
@@ -406,9 +407,17 @@ async fn a_read_that_joins_anothers_refresh_links_to_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rpc_dup_adds_the_older_names_and_health_is_not_traced() {
+async fn rpc_dup_adds_the_older_names_health_is_untraced_and_limits_are_events() {
     let (collector, guard) = export_to_collector(Protocol::Grpc, true).await;
-    let mut app = spawn_app().await;
+    // A rate limit the calls stay under: its decisions are events on their spans.
+    let mut app = common::spawn_app_with(sim::SimConfig::fast(), |settings| {
+        let read = LimitSetting {
+            per_second: 100.0,
+            burst: None,
+        };
+        settings.rate_limits = Some([(Class::Read, read)].into_iter().collect());
+    })
+    .await;
     let channel = common::connect(app.addr).await;
     tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest::default())
@@ -433,5 +442,15 @@ async fn rpc_dup_adds_the_older_names_and_health_is_not_traced() {
     assert!(
         !spans.iter().any(|s| s.span.name.starts_with("grpc.health")),
         "health checks are not traced"
+    );
+    let decision = rpc
+        .span
+        .events
+        .iter()
+        .find(|e| e.name == "rate limit")
+        .expect("the limiter's decision is an event");
+    assert_eq!(
+        collector::attr(&decision.attributes, "admitted").as_deref(),
+        Some("true")
     );
 }
