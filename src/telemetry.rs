@@ -56,7 +56,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryG
 /// Installs the global subscriber as `settings` say (once per process).
 pub fn init_with(settings: &TelemetrySettings) -> Result<TelemetryGuard, String> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    rpc::set_conventions(settings.rpc_dup);
+    rpc::set_conventions(settings.rpc_dup, settings.trace_health);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match settings.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()

@@ -18,6 +18,8 @@ pub struct TelemetrySettings {
     pub export: Option<Export>,
     /// Whether RPC spans also carry the pre-1.40 experimental attribute names.
     pub rpc_dup: bool,
+    /// Whether health checks and reflection get spans (`BATCHGATE_TRACE_HEALTH=true`).
+    pub trace_health: bool,
 }
 
 /// An OTLP trace exporter.
@@ -78,10 +80,12 @@ impl TelemetrySettings {
         // A comma-separated list (https://opentelemetry.io/docs/specs/semconv/rpc/).
         let rpc_dup = var("OTEL_SEMCONV_STABILITY_OPT_IN")
             .is_some_and(|v| v.split(',').any(|part| part.trim() == "rpc/dup"));
+        let trace_health = var("BATCHGATE_TRACE_HEALTH").is_some_and(|v| v.trim() == "true");
         Ok(Self {
             log_format,
             export,
             rpc_dup,
+            trace_health,
         })
     }
 }
@@ -205,6 +209,9 @@ mod tests {
         assert!(dup.expect("valid").rpc_dup);
         let other = settings(None, &[("OTEL_SEMCONV_STABILITY_OPT_IN", "rpc")]);
         assert!(!other.expect("valid").rpc_dup);
+        assert!(!settings(None, &[]).expect("valid").trace_health);
+        let health = settings(None, &[("BATCHGATE_TRACE_HEALTH", "true")]);
+        assert!(health.expect("valid").trace_health);
     }
 
     #[test]

@@ -15,20 +15,23 @@ use tracing::field::Empty;
 /// Whether spans also carry the older experimental names (`OTEL_SEMCONV_STABILITY_OPT_IN=rpc/dup`).
 static DUP: AtomicBool = AtomicBool::new(false);
 
-/// Health checks and reflection are polled by machines, often: their spans would
-/// drown the traces of real calls, so they get none.
-const UNTRACED: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
+/// Whether health checks and reflection get spans: they are polled by machines, often,
+/// and their spans would drown the traces of real calls, so by default they get none.
+static TRACE_HEALTH: AtomicBool = AtomicBool::new(false);
+const HEALTH: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
 
-/// Sets whether the older attribute names are written too (once, at `init`).
-pub(super) fn set_conventions(dup: bool) {
+/// Sets whether the older attribute names are written too, and whether health checks
+/// are traced (once, at `init`).
+pub(super) fn set_conventions(dup: bool, trace_health: bool) {
     DUP.store(dup, Ordering::Relaxed);
+    TRACE_HEALTH.store(trace_health, Ordering::Relaxed);
 }
 
 /// The span of one RPC, a child of the caller's W3C trace context if it sent one. The
 /// `tenant` field is recorded by the caller layer, the status by [`RpcStatusLayer`].
 pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     let path = request.uri().path();
-    if UNTRACED.iter().any(|prefix| path.starts_with(prefix)) {
+    if !TRACE_HEALTH.load(Ordering::Relaxed) && HEALTH.iter().any(|p| path.starts_with(p)) {
         return tracing::Span::none();
     }
     let method = path.trim_start_matches('/');
