@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use tracing::Instrument;
 
 use super::{Claim, Entry, IdempotencyStore, Record};
