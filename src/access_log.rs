@@ -128,7 +128,7 @@ where
 }
 
 /// The status of a trailers-only answer (an error before or instead of messages).
-fn code_in_head(parts: &http::response::Parts) -> Option<Code> {
+pub(crate) fn code_in_head(parts: &http::response::Parts) -> Option<Code> {
     code_in_headers(&parts.headers).or_else(|| {
         parts
             .extensions
@@ -137,7 +137,8 @@ fn code_in_head(parts: &http::response::Parts) -> Option<Code> {
     })
 }
 
-fn code_in_headers(headers: &http::HeaderMap) -> Option<Code> {
+/// The status in a `grpc-status` header or trailer.
+pub(crate) fn code_in_headers(headers: &http::HeaderMap) -> Option<Code> {
     headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())

@@ -147,7 +147,8 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_ACCESS_LOG", num_args = 0..=1, default_missing_value = "true")]
     pub access_log: Option<bool>,
 
-    /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`. Unset: no export.
+    /// OTLP endpoint for traces, e.g. `http://otel-collector:4317`: a shorthand for
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Unset (and no `OTEL_EXPORTER_OTLP_*ENDPOINT`): no export.
     #[arg(long, env = "BATCHGATE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 

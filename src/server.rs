@@ -30,6 +30,7 @@ use crate::services::core::Backends;
 use crate::services::jobs::JobsService;
 use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
+use crate::telemetry::rpc::RpcStatusLayer;
 use crate::tenant::Secret;
 use crate::tls;
 use crate::tls_incoming::TlsIncoming;
@@ -217,7 +218,7 @@ impl App {
             source,
         })?;
         let router = Server::builder()
-            .trace_fn(rpc_span)
+            .trace_fn(crate::telemetry::rpc::rpc_span)
             // Advertised in SETTINGS: a client's further calls wait on its side.
             .max_concurrent_streams(config.http2_max_concurrent_streams)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW)
@@ -227,6 +228,8 @@ impl App {
             // Inside grpc-web, which hides the status in its body; outside the decode-error
             // rewrite and the caller layer, so it logs the codes callers get.
             .layer(AccessLogLayer::new(config.access_log))
+            // Beside the access log, and like it seeing the codes callers get.
+            .layer(RpcStatusLayer)
             // Inside grpc-web, so its callers get the same codes as gRPC's.
             .layer(DecodeErrorsLayer)
             // Before every handler: a call without a good credential ends here.
@@ -361,19 +364,6 @@ async fn start_simulator_for_gaps(config: &mut Config) -> Result<Option<SimHandl
             .get_or_insert_with(|| Secret::new(sim::XAI_DEMO_API_KEY));
     }
     Ok(Some(handle))
-}
-
-/// The span of one RPC, a child of the caller's W3C trace context if it sent one.
-fn rpc_span(request: &http::Request<()>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "rpc",
-        otel.kind = "server",
-        tenant = tracing::field::Empty,
-        rpc.system.name = "grpc",
-        rpc.method = %request.uri().path().trim_start_matches('/'),
-    );
-    crate::telemetry::set_parent_from_headers(&span, request.headers());
-    span
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,9 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -13,14 +15,28 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::LogFormat;
 
 mod colour;
+mod export;
+pub mod rpc;
 mod trace_ids;
 
+pub use export::{Export, Protocol, TelemetrySettings};
 pub use trace_ids::JsonWithTraceIds;
 
 /// Keeps the OTLP exporter alive; flushes pending spans when dropped.
 #[must_use = "dropping the guard stops trace export"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Exports every span ended so far, waiting for the collector's answer. Blocks
+    /// the thread: from async code, call it inside `block_in_place` or `spawn_blocking`.
+    pub fn flush(&self) -> Result<(), String> {
+        match &self.provider {
+            Some(provider) => provider.force_flush().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Drop for TelemetryGuard {
@@ -31,11 +47,18 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber. Log level comes from `RUST_LOG` (default `info`).
+/// Installs the global subscriber, with settings from the `OTEL_*` variables and
+/// `otlp_endpoint` as their shorthand. Log level comes from `RUST_LOG` (default `info`).
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, String> {
+    init_with(&TelemetrySettings::from_env(format, otlp_endpoint)?)
+}
+
+/// Installs the global subscriber as `settings` say (once per process).
+pub fn init_with(settings: &TelemetrySettings) -> Result<TelemetryGuard, String> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    rpc::set_conventions(settings.rpc_dup, settings.trace_health);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = match format {
+    let fmt = match settings.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(colour::stdout_wants_colour())
@@ -47,32 +70,49 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryG
     };
     // The OpenTelemetry layer is installed even without an exporter: it is what gives
     // spans a trace context, so a caller's `traceparent` still reaches the upstreams.
-    let mut provider = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder()
-            .with_service_name("batchgate")
-            .build(),
-    );
-    if let Some(endpoint) = otlp_endpoint {
-        use opentelemetry_otlp::WithExportConfig;
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
-        provider = provider.with_batch_exporter(exporter);
-    }
-    let provider = provider.build();
+    let provider = export::tracer_provider(settings.export.as_ref())?;
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("batchgate"));
-    // `RUST_LOG` filters the log only: spans reach OpenTelemetry at `info` whatever
-    // the log shows.
+    // `RUST_LOG` filters the log only: spans reach OpenTelemetry at `info` whatever the
+    // log shows, and, when exported, so do the gateway's own `debug` events (cache,
+    // limiter, retries), as events on the spans they happen in.
+    let events = if settings.export.is_some() {
+        Level::DEBUG
+    } else {
+        Level::INFO
+    };
+    let otel_filter = filter_fn(move |meta| {
+        let level = *meta.level();
+        level <= Level::INFO
+            || (meta.is_event() && level <= events && meta.target().starts_with("batchgate"))
+    });
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(otel.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+        .with(otel.with_filter(otel_filter))
         .try_init()
         .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
     Ok(TelemetryGuard {
         provider: Some(provider),
     })
+}
+
+/// A span for work that outlives the call that started it (a cache refresh, a keyed
+/// create, a watch poller): in the current span's trace, as its child, but not held
+/// open by it, so the call's span ends when the call does.
+pub fn detached_span(name: &'static str) -> tracing::Span {
+    span_in_context(name, &current_context())
+}
+
+/// The OpenTelemetry context of the current span, to start detached work in later
+/// (holding it, unlike the span, keeps nothing open).
+pub fn current_context() -> opentelemetry::Context {
+    tracing::Span::current().context()
+}
+
+/// A root `tracing` span whose OpenTelemetry parent is `parent` (see [`detached_span`]).
+pub fn span_in_context(name: &'static str, parent: &opentelemetry::Context) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "detached", otel.name = name);
+    let _ = span.set_parent(parent.clone());
+    span
 }
 
 /// Makes `span` a child of the W3C trace context in `headers`, if there is one.

@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::entry::Entry;
 use crate::error::{Error, Result};
@@ -23,10 +26,26 @@ pub(crate) struct Filled {
 /// `Clone`, so every waiter gets the refresh's own error, status code and details intact.
 pub(crate) type Flight = Shared<BoxFuture<'static, Result<Filled>>>;
 
+/// One flight, with what tells it apart from a newer flight of its key, and its span.
+struct InFlight {
+    id: u64,
+    flight: Flight,
+    /// A call that joins the flight links its span to this one: the refresh is a child
+    /// of the call that started it only.
+    span: SpanContext,
+}
+
+impl InFlight {
+    fn join(&self) -> Flight {
+        tracing::Span::current().add_link(self.span.clone());
+        self.flight.clone()
+    }
+}
+
 /// The flights in progress on this replica, by key.
 #[derive(Default)]
 pub(crate) struct Flights {
-    in_progress: Mutex<HashMap<String, (u64, Flight)>>,
+    in_progress: Mutex<HashMap<String, InFlight>>,
     next_id: AtomicU64,
 }
 
@@ -41,12 +60,15 @@ impl Flights {
             .in_progress
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, flight)) = in_progress.get(key) {
-            return flight.clone();
+        if let Some(in_flight) = in_progress.get(key) {
+            return in_flight.join();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // The upstream call is counted in the access line of the call that started it.
-        let work = crate::access_log::carry_note(work());
+        // In the trace of the call that started it, without holding that call's span open.
+        let span = crate::telemetry::detached_span("cache refresh");
+        let span_context = span.context().span().span_context().clone();
+        let work = crate::access_log::carry_note(work()).instrument(span);
         let flights = Arc::clone(self);
         let owned_key = key.to_string();
         // A task, not a future polled by the callers: if they all leave (deadline,
@@ -63,7 +85,14 @@ impl Flights {
         }
         .boxed()
         .shared();
-        in_progress.insert(key.to_string(), (id, flight.clone()));
+        in_progress.insert(
+            key.to_string(),
+            InFlight {
+                id,
+                flight: flight.clone(),
+                span: span_context,
+            },
+        );
         flight
     }
 
@@ -73,7 +102,7 @@ impl Flights {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .map(|(_, flight)| flight.clone())
+            .map(InFlight::join)
     }
 
     /// Forgets the flight of `key`, so the next lookup starts a new one (after a cancel).
@@ -90,10 +119,7 @@ impl Flights {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // Only our own flight: a `forget` may have let a newer one start meanwhile.
-        if in_progress
-            .get(key)
-            .is_some_and(|(current, _)| *current == id)
-        {
+        if in_progress.get(key).is_some_and(|current| current.id == id) {
             in_progress.remove(key);
         }
     }

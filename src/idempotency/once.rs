@@ -5,6 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tracing::Instrument;
+
 use super::{Claim, Entry, IdempotencyStore, Record};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result, UpstreamId};
@@ -96,12 +98,11 @@ where
         // Claim, create and settle run as one detached task that this caller only
         // awaits: a caller cut off by its deadline anywhere in between (even after the
         // claim reached the store) never leaves a claim without its create or release.
-        let attempt = tokio::spawn(claim_then_create(
-            store.clone(),
-            key.clone(),
-            pending,
-            create,
-        ));
+        // In the caller's trace, though it may outlive the caller.
+        let attempt = tokio::spawn(
+            claim_then_create(store.clone(), key.clone(), pending, create)
+                .instrument(crate::telemetry::detached_span("keyed create")),
+        );
         let existing = match attempt
             .await
             .map_err(|e| Error::Internal(format!("the create task failed: {e}")))??

@@ -297,6 +297,7 @@ where
 
     /// Stops polling and frees the lease for whoever comes next.
     async fn resign(&mut self) {
+        tracing::debug!(resource = %self.names.channel.trim_end_matches(":hint"), "gave up the watch lease");
         self.poller = None;
         self.mode = Mode::Follower;
         if let Err(error) = self.hub.scripts.release(&self.hub, &self.names).await {

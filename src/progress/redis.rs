@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::keys::ResourceKey;
 use crate::shared_redis::SharedRedis;
 use futures_util::future::BoxFuture;
+use tracing::Instrument;
 
 /// Timing of the Redis hub.
 #[derive(Debug, Clone, Copy)]
@@ -171,7 +172,12 @@ where
         locals.insert(name.clone(), Local { out: out.clone() });
         drop(locals);
         let follower = Follower::new(self.inner.clone(), name, out, start);
-        tokio::spawn(follower.run());
+        // Its lease changes are events in the trace of the watch that started it.
+        tokio::spawn(
+            follower
+                .run()
+                .instrument(crate::telemetry::detached_span("watch follower")),
+        );
         receiver
     }
 

@@ -97,6 +97,16 @@ where
                 }
                 _ => None,
             };
+            if let Some(decision) = &decision {
+                // An event on the RPC's span (polled inside it); the tenant is on the span.
+                tracing::debug!(
+                    admitted = decision.admitted,
+                    class = ?method.class,
+                    remaining = decision.remaining,
+                    retry_after_ms = decision.retry_after.as_millis() as u64,
+                    "rate limit"
+                );
+            }
             if let Some(decision) = decision.filter(|d| !d.admitted) {
                 return Ok(refused(&tenant, method.class, &decision));
             }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::cache::StatusCache;
 use crate::config::Config;
@@ -193,10 +194,18 @@ impl<P: Provider> ServiceCore<P> {
         let key = self.key(&ctx, kind::WATCH, &id);
         let (client, timing) = (self.client.clone(), WatchTiming::from_config(&self.config));
         let cache = CacheWriter::new(self.cache.clone(), self.auth.clone(), key.clone());
+        // The pollers stay in the trace of the watch that started them, each in a span
+        // of its own (a poller outlives that call and may start long after it).
+        let cause = crate::telemetry::current_context();
         // Called again each time this replica must poll (Redis outage, dead holder).
         let start: StartPoller<P::Progress> = Arc::new(move |publisher| {
             let (client, ctx, id, cache) = (client.clone(), ctx.clone(), id.clone(), cache.clone());
-            Box::pin(client.poll(ctx, id, timing, publisher, cache))
+            let span = crate::telemetry::span_in_context("watch poller", &cause);
+            Box::pin(
+                client
+                    .poll(ctx, id, timing, publisher, cache)
+                    .instrument(span),
+            )
         });
         let mut rx = self.watches.subscribe(&key, start);
         first_state(&mut rx).await?;

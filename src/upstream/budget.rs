@@ -129,7 +129,12 @@ impl Budgets {
     /// when that spend has no budget. RESOURCE_EXHAUSTED when no slot comes in time.
     pub async fn spend(&self, spend: Spend, tenant: &str, deadline: Instant) -> Result<()> {
         match self.budgets.get(&spend) {
-            Some(budget) => budget.clone().acquire(tenant, deadline).await,
+            Some(budget) => {
+                let taken = budget.clone().acquire(tenant, deadline).await;
+                // An event on the RPC's span: the upstream budget let the call go, or not.
+                tracing::debug!(budget = ?spend, admitted = taken.is_ok(), "upstream budget");
+                taken
+            }
             None => Ok(()),
         }
     }

@@ -19,6 +19,7 @@ use url::Url;
 use crate::config::RetryPolicy;
 use crate::context::CallContext;
 use crate::error::{Error, Result, UpstreamFailure, UpstreamId};
+use crate::upstream::attempt_span::{self, attempt_span};
 use crate::upstream::budget::{Budgets, Spend};
 use crate::upstream::relay::{relayable_id, scrub};
 pub use crate::upstream::reply::Reply;
@@ -312,23 +313,21 @@ impl UpstreamHttp {
     {
         let deadline = ctx.deadline.at();
         crate::access_log::note_upstream_call();
-        let span = tracing::info_span!(
-            "upstream",
-            otel.kind = "client",
-            http.request.method = %call.method,
-            server.address = %self.id.host,
-            url.path = %call.segments.join("/"),
-            http.response.status_code = tracing::field::Empty,
-            attempts = tracing::field::Empty,
-        );
-        async move {
-            let mut tries = 1;
-            loop {
-                if let Some(spend) = call.spend {
-                    self.budgets
-                        .spend(spend, &ctx.caller.tenant, deadline)
-                        .await?;
-                }
+        let mut tries = 1;
+        loop {
+            if let Some(spend) = call.spend {
+                self.budgets
+                    .spend(spend, &ctx.caller.tenant, deadline)
+                    .await?;
+            }
+            let span = attempt_span(
+                &call.method,
+                &self.base,
+                self.id.provider,
+                &call.segments,
+                tries - 1,
+            );
+            let outcome = async {
                 // The slot is taken per attempt, so a call waiting out a backoff holds none.
                 let slot = match timeout_at(deadline, self.slots.acquire()).await {
                     Ok(Ok(slot)) => slot,
@@ -348,37 +347,40 @@ impl UpstreamHttp {
                     }),
                 };
                 drop(slot);
-                tracing::Span::current().record("attempts", tries);
-                let error = match outcome {
-                    Ok(value) => return Ok(value),
-                    Err(error) => error,
-                };
-                let exhausted = tries >= self.retry.max_attempts && is_retryable(&error);
-                self.warn_on_failure(call, &error, tries, exhausted);
-                if let Error::Upstream(failure) = &error
-                    && failure.status == 429
-                {
-                    // The team's limit is spent: nobody's budgeted call goes until it is back.
-                    let wait = failure.retry_after.unwrap_or(Duration::from_secs(1));
-                    self.budgets.pause_for(wait).await;
-                }
-                if !call.idempotent || tries >= self.retry.max_attempts || !is_retryable(&error) {
-                    return Err(error);
-                }
-                let delay = retry_after(&error).unwrap_or_else(|| self.backoff(tries));
-                if Instant::now()
-                    .checked_add(delay)
-                    .is_none_or(|at| at >= deadline)
-                {
-                    return Err(error);
-                }
-                tracing::debug!(%error, ?delay, tries, "retrying upstream call");
-                sleep(delay).await;
-                tries += 1;
+                outcome
             }
+            .instrument(span.clone())
+            .await;
+            let error = match outcome {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            attempt_span::record_failure(&span, &error);
+            let exhausted = tries >= self.retry.max_attempts && is_retryable(&error);
+            span.in_scope(|| self.warn_on_failure(call, &error, tries, exhausted));
+            if let Error::Upstream(failure) = &error
+                && failure.status == 429
+            {
+                // The team's limit is spent: nobody's budgeted call goes until it is back.
+                let wait = failure.retry_after.unwrap_or(Duration::from_secs(1));
+                self.budgets.pause_for(wait).await;
+            }
+            if !call.idempotent || tries >= self.retry.max_attempts || !is_retryable(&error) {
+                return Err(error);
+            }
+            let delay = retry_after(&error).unwrap_or_else(|| self.backoff(tries));
+            if Instant::now()
+                .checked_add(delay)
+                .is_none_or(|at| at >= deadline)
+            {
+                return Err(error);
+            }
+            // An event on the failed attempt's span, which ends before the wait.
+            span.in_scope(|| tracing::debug!(%error, ?delay, tries, "retrying upstream call"));
+            drop(span);
+            sleep(delay).await;
+            tries += 1;
         }
-        .instrument(span)
-        .await
     }
 
     /// A warning operators can act on: every 5xx answer, and every call whose
@@ -388,7 +390,7 @@ impl UpstreamHttp {
             Error::Upstream(failure) => Some(failure.status),
             _ => None,
         };
-        let path = path_template(&call.segments);
+        let path = attempt_span::path_template(&call.segments, "{id}");
         if status.is_some_and(|s| s >= 500) {
             tracing::warn!(
                 upstream = self.id.provider,
@@ -432,6 +434,7 @@ impl UpstreamHttp {
         if !call.query.is_empty() {
             url.query_pairs_mut().extend_pairs(&call.query);
         }
+        attempt_span::record_url(&url);
         let mut headers = HeaderMap::new();
         let scheme = match self.scheme {
             AuthScheme::Key => "Key",
@@ -522,39 +525,6 @@ impl WithoutUrlRef for reqwest::Error {
         }
         text
     }
-}
-
-/// The upstream path with every segment that is not one of the APIs' own words
-/// written `{id}`: ids vary per call and say nothing about which endpoint failed.
-fn path_template(segments: &[String]) -> String {
-    const WORDS: [&str; 15] = [
-        "auth",
-        "batch-inference",
-        "batches",
-        "check",
-        "get-quotas",
-        "job-cancel",
-        "job-results",
-        "job-status",
-        "jobs",
-        "list-jobs",
-        "requests",
-        "results",
-        "results-url",
-        "stream-job-progress",
-        "try-authentication",
-    ];
-    let parts: Vec<&str> = segments
-        .iter()
-        .map(|s| {
-            if WORDS.contains(&s.as_str()) {
-                s.as_str()
-            } else {
-                "{id}"
-            }
-        })
-        .collect();
-    format!("/{}", parts.join("/"))
 }
 
 fn is_retryable(error: &Error) -> bool {

@@ -1,0 +1,227 @@
+//! An in-process OTLP trace collector for tests: the gRPC `TraceService`, or
+//! `POST /v1/traces` with a protobuf body, keeping every span it is sent.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use batchgate::telemetry::{Export, Protocol, TelemetryGuard, TelemetrySettings};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use tokio::net::TcpListener;
+
+/// A span as received, with its resource's attributes.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub span: Span,
+    pub resource: Vec<KeyValue>,
+}
+
+impl Received {
+    pub fn trace_id(&self) -> String {
+        hex::encode(&self.span.trace_id)
+    }
+
+    pub fn span_id(&self) -> String {
+        hex::encode(&self.span.span_id)
+    }
+
+    pub fn parent_id(&self) -> String {
+        hex::encode(&self.span.parent_span_id)
+    }
+
+    /// The attribute `key`, rendered as text (`None` when absent).
+    pub fn attr(&self, key: &str) -> Option<String> {
+        attr(&self.span.attributes, key)
+    }
+
+    /// Whether the span's status is Error.
+    pub fn is_error(&self) -> bool {
+        self.span.status.as_ref().is_some_and(|s| s.code == 2)
+    }
+
+    /// The names of the span's events.
+    pub fn events(&self) -> Vec<&str> {
+        self.span.events.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    /// Every attribute value of the span, its events and its links, as text.
+    pub fn all_text(&self) -> String {
+        let mut text = format!("{} ", self.span.name);
+        let mut add = |attributes: &[KeyValue]| {
+            for kv in attributes {
+                text.push_str(&format!("{}={:?} ", kv.key, kv.value));
+            }
+        };
+        add(&self.span.attributes);
+        for event in &self.span.events {
+            add(&event.attributes);
+        }
+        for link in &self.span.links {
+            add(&link.attributes);
+        }
+        if let Some(status) = &self.span.status {
+            text.push_str(&status.message);
+        }
+        text
+    }
+}
+
+/// The attribute `key` of `attributes`, rendered as text.
+pub fn attr(attributes: &[KeyValue], key: &str) -> Option<String> {
+    let value = attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?;
+    Some(render(value))
+}
+
+fn render(value: &AnyValue) -> String {
+    match &value.value {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// What the collector has received.
+#[derive(Clone, Default)]
+pub struct Collector {
+    spans: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Collector {
+    fn keep(&self, request: ExportTraceServiceRequest) {
+        let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        for resource_spans in request.resource_spans {
+            let resource = resource_spans
+                .resource
+                .map(|r| r.attributes)
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        span,
+                        resource: resource.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn spans(&self) -> Vec<Received> {
+        self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Starts a collector speaking `protocol`; answers it and its base URL.
+pub async fn start(protocol: Protocol) -> (Collector, String) {
+    let collector = Collector::default();
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    match protocol {
+        Protocol::Grpc => {
+            let service = TraceServiceServer::new(collector.clone());
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(incoming),
+            );
+        }
+        Protocol::HttpProtobuf => {
+            let kept = collector.clone();
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(move |body: Bytes| {
+                    let kept = kept.clone();
+                    async move {
+                        match ExportTraceServiceRequest::decode(body) {
+                            Ok(request) => {
+                                kept.keep(request);
+                                let answer = ExportTraceServiceResponse {
+                                    partial_success: None,
+                                };
+                                (
+                                    http::StatusCode::OK,
+                                    [("content-type", "application/x-protobuf")],
+                                    answer.encode_to_vec(),
+                                )
+                            }
+                            Err(_) => (
+                                http::StatusCode::BAD_REQUEST,
+                                [("content-type", "text/plain")],
+                                b"not an ExportTraceServiceRequest".to_vec(),
+                            ),
+                        }
+                    }
+                }),
+            );
+            let listener = incoming.into_inner();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+    }
+    (collector, format!("http://{addr}"))
+}
+
+/// A collector, and this process's telemetry exporting to it (once per process).
+pub async fn export_to_collector(protocol: Protocol, rpc_dup: bool) -> (Collector, TelemetryGuard) {
+    let (collector, endpoint) = start(protocol).await;
+    let settings = TelemetrySettings {
+        export: Some(Export {
+            protocol,
+            endpoint: Some(endpoint),
+        }),
+        rpc_dup,
+        ..Default::default()
+    };
+    let guard = batchgate::telemetry::init_with(&settings).expect("telemetry");
+    (collector, guard)
+}
+
+/// Flushes the exporter until `done` holds for what was received, or panics after 10 s.
+pub async fn wait_for(
+    guard: &TelemetryGuard,
+    collector: &Collector,
+    what: &str,
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
+    for _ in 0..100 {
+        // Spans end a moment after the caller has its answer (the body's end).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::task::block_in_place(|| guard.flush()).expect("flush");
+        let spans = collector.spans();
+        if done(&spans) {
+            return spans;
+        }
+    }
+    let names: Vec<String> = collector
+        .spans()
+        .iter()
+        .map(|s| s.span.name.clone())
+        .collect();
+    panic!("never received {what}; received {names:?}");
+}
