@@ -54,9 +54,11 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 # Benchmarks are not tests (clippy above still compiles them): `--all-targets` would
 # run benches/gateway.rs, a harness-less binary, as if it were a test.
+# nextest runs each test in its own process, which tests/otlp.rs needs: each of its
+# tests installs the process's one global tracing subscriber.
 step "tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --lib --bins --tests --no-fail-fast
-else
-  cargo test --lib --bins --tests --no-fail-fast
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "cargo-nextest is missing: installing it with cargo install (a few minutes, once)"
+  cargo install cargo-nextest --locked
 fi
+cargo nextest run --lib --bins --tests --no-fail-fast
