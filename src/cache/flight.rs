@@ -10,6 +10,7 @@ use futures_util::future::{BoxFuture, Shared};
 
 use super::entry::Entry;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 
 /// What a flight produced: the entry, and whether it was found in the shared cache
 /// (another replica refreshed it) rather than read upstream by this flight.
@@ -28,9 +29,18 @@ pub(crate) type Flight = Shared<BoxFuture<'static, Result<Filled>>>;
 pub(crate) struct Flights {
     in_progress: Mutex<HashMap<String, (u64, Flight)>>,
     next_id: AtomicU64,
+    metrics: Metrics,
 }
 
 impl Flights {
+    /// No flights yet; each lookup that joins one is counted on `metrics`.
+    pub(crate) fn with_metrics(metrics: Metrics) -> Flights {
+        Flights {
+            metrics,
+            ..Flights::default()
+        }
+    }
+
     /// Joins the flight for `key`, or starts `work` as that flight.
     pub(crate) fn join(
         self: &Arc<Self>,
@@ -42,6 +52,7 @@ impl Flights {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some((_, flight)) = in_progress.get(key) {
+            self.metrics.refresh_coalesced();
             return flight.clone();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -67,13 +78,18 @@ impl Flights {
         flight
     }
 
-    /// The flight of `key` in progress, if any.
+    /// The flight of `key` in progress, if any, for a lookup that joins it (counted).
     pub(crate) fn current(&self, key: &str) -> Option<Flight> {
-        self.in_progress
+        let flight = self
+            .in_progress
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .map(|(_, flight)| flight.clone())
+            .map(|(_, flight)| flight.clone());
+        if flight.is_some() {
+            self.metrics.refresh_coalesced();
+        }
+        flight
     }
 
     /// Forgets the flight of `key`, so the next lookup starts a new one (after a cancel).

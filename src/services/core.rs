@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -16,6 +16,7 @@ use crate::deadline::Deadline;
 use crate::error::{Error, Result, UpstreamId};
 use crate::idempotency::{self, IdempotencyStore, Outcome};
 use crate::keys::{ResourceKey, kind};
+use crate::metrics::Metrics;
 use crate::progress::{
     EventKind, ProgressHub, Publisher, StartPoller, WatchTiming, first_state, watcher_stream,
 };
@@ -69,6 +70,7 @@ pub struct ServiceCore<P: Provider> {
     /// Keyed by tenant and provider: the tenant `managed` holds a different key for
     /// each upstream, and one caller's key may be good for one upstream only.
     auth: AuthGate,
+    metrics: Metrics,
     shutdown: CancellationToken,
 }
 
@@ -85,6 +87,8 @@ pub struct Backends<Progress> {
     pub cache: Arc<dyn StatusCache>,
     /// Whose credentials the upstream accepted lately.
     pub auth: AuthGate,
+    /// Where watchers and pollers are counted.
+    pub metrics: Metrics,
 }
 
 /// A record to keep once the resource it belongs to has an id.
@@ -122,9 +126,11 @@ impl<P: Provider> ServiceCore<P> {
             watches,
             cache,
             auth,
+            metrics,
         } = backends;
         Self {
             auth,
+            metrics,
             client,
             config,
             idempotency,
@@ -193,14 +199,26 @@ impl<P: Provider> ServiceCore<P> {
         let key = self.key(&ctx, kind::WATCH, &id);
         let (client, timing) = (self.client.clone(), WatchTiming::from_config(&self.config));
         let cache = CacheWriter::new(self.cache.clone(), self.auth.clone(), key.clone());
+        let (metrics, upstream) = (self.metrics.clone(), self.client.upstream().provider);
         // Called again each time this replica must poll (Redis outage, dead holder).
         let start: StartPoller<P::Progress> = Arc::new(move |publisher| {
             let (client, ctx, id, cache) = (client.clone(), ctx.clone(), id.clone(), cache.clone());
-            Box::pin(client.poll(ctx, id, timing, publisher, cache))
+            let held = metrics.upstream_watcher_started(upstream);
+            let poll = client.poll(ctx, id, timing, publisher, cache);
+            Box::pin(async move {
+                poll.await;
+                drop(held);
+            })
         });
         let mut rx = self.watches.subscribe(&key, start);
         first_state(&mut rx).await?;
-        let stream = watcher_stream(rx, timing, self.shutdown.clone(), rpc, P::watch_message);
+        let open = self.metrics.watcher_opened(upstream);
+        let stream = watcher_stream(rx, timing, self.shutdown.clone(), rpc, P::watch_message)
+            // The stream owns the count: it goes down when the stream ends or is dropped.
+            .map(move |message| {
+                let _open = &open;
+                message
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 

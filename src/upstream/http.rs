@@ -19,6 +19,7 @@ use url::Url;
 use crate::config::RetryPolicy;
 use crate::context::CallContext;
 use crate::error::{Error, Result, UpstreamFailure, UpstreamId};
+use crate::metrics::{HttpOutcome, Metrics};
 use crate::upstream::budget::{Budgets, Spend};
 use crate::upstream::relay::{relayable_id, scrub};
 pub use crate::upstream::reply::Reply;
@@ -128,6 +129,8 @@ pub struct UpstreamHttp {
     slots: Arc<Semaphore>,
     /// The upstream's own team-wide limits, kept for the whole cluster.
     budgets: Budgets,
+    /// Where each attempt's duration and the budget waits are recorded.
+    metrics: Metrics,
 }
 
 /// What bounds one upstream's use of memory and connections.
@@ -179,12 +182,19 @@ impl UpstreamHttp {
             max_body_bytes: limits.max_body_bytes,
             slots: Arc::new(Semaphore::new(limits.max_in_flight)),
             budgets: Budgets::default(),
+            metrics: Metrics::disabled(),
         })
     }
 
     /// The same client, spending `budgets` on the calls that name one.
     pub fn with_budgets(mut self, budgets: Budgets) -> Self {
         self.budgets = budgets;
+        self
+    }
+
+    /// The same client, recording its attempts and budget waits on `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -325,9 +335,14 @@ impl UpstreamHttp {
             let mut tries = 1;
             loop {
                 if let Some(spend) = call.spend {
+                    let waiting = Instant::now();
                     self.budgets
                         .spend(spend, &ctx.caller.tenant, deadline)
                         .await?;
+                    if self.budgets.keeps(spend) {
+                        let budget = spend.as_str();
+                        self.metrics.budget_wait(self.id.provider, budget, waiting.elapsed());
+                    }
                 }
                 // The slot is taken per attempt, so a call waiting out a backoff holds none.
                 let slot = match timeout_at(deadline, self.slots.acquire()).await {
@@ -340,12 +355,17 @@ impl UpstreamHttp {
                     // Nothing was sent, so the outcome is known: no upstream to blame.
                     Err(_) => return Err(Error::DeadlineExceeded { upstream: None }),
                 };
+                let started = Instant::now();
                 let outcome = match timeout_at(deadline, attempt()).await {
                     Ok(outcome) => outcome,
                     // Dropping the attempt drops the upstream request with it.
-                    Err(_) => Err(Error::DeadlineExceeded {
-                        upstream: Some(self.id.clone()),
-                    }),
+                    Err(_) => {
+                        let timeout = HttpOutcome::Failed("timeout");
+                        self.record_attempt(call, timeout, started);
+                        Err(Error::DeadlineExceeded {
+                            upstream: Some(self.id.clone()),
+                        })
+                    }
                 };
                 drop(slot);
                 tracing::Span::current().record("attempts", tries);
@@ -411,6 +431,15 @@ impl UpstreamHttp {
         }
     }
 
+    /// Records one attempt's duration (to its response headers, or its failure).
+    fn record_attempt(&self, call: &Call, outcome: HttpOutcome, started: Instant) {
+        let route = path_template(&call.segments);
+        let (upstream, host) = (self.id.provider, &self.id.host);
+        let elapsed = started.elapsed();
+        self.metrics
+            .http_attempt(upstream, host, &call.method, route, outcome, elapsed);
+    }
+
     /// Full-jitter exponential backoff for retry number `tries`.
     fn backoff(&self, tries: u32) -> Duration {
         let exp = self
@@ -461,8 +490,17 @@ impl UpstreamHttp {
             }
             None => {}
         }
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let started = Instant::now();
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let kind = if error.is_connect() { "connect" } else { "transport" };
+                self.record_attempt(call, HttpOutcome::Failed(kind), started);
+                return Err(self.transport_error(&error));
+            }
+        };
         let status = response.status();
+        self.record_attempt(call, HttpOutcome::Status(status.as_u16()), started);
         tracing::Span::current().record("http.response.status_code", status.as_u16());
         if status.is_success() {
             return Ok(response);
