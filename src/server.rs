@@ -280,13 +280,12 @@ impl App {
                 })
             }
         };
-        let admin_listener =
-            TcpListener::bind(config.admin_listen)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr: config.admin_listen,
-                    source,
-                })?;
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| ServeError::Bind {

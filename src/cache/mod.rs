@@ -3,8 +3,8 @@
 
 mod entry;
 mod flight;
-mod metered;
 pub mod memory;
+mod metered;
 pub mod redis;
 
 use std::sync::Arc;

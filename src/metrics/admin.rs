@@ -46,7 +46,10 @@ pub fn serve_admin(
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], state.pipeline.render())
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        state.pipeline.render(),
+    )
 }
 
 async fn healthz() -> &'static str {

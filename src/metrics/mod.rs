@@ -77,7 +77,10 @@ impl Metrics {
                 .build()
         };
         let counter = |name: &'static str, description: &'static str| {
-            meter.u64_counter(name).with_description(description).build()
+            meter
+                .u64_counter(name)
+                .with_description(description)
+                .build()
         };
         let gauge = |name: &'static str, description: &'static str| {
             meter
@@ -85,7 +88,7 @@ impl Metrics {
                 .with_description(description)
                 .build()
         };
-        Metrics {
+        let metrics = Metrics {
             inner: Arc::new(Instruments {
                 rpc_duration: seconds(
                     "rpc.server.call.duration",
@@ -124,7 +127,11 @@ impl Metrics {
                     "Time a call waited for a slot of an upstream's team-wide budget",
                 ),
             }),
-        }
+        };
+        // Series without labels start at 0, so a rate over them works before the first event.
+        metrics.inner.cache_coalesced.add(0, &[]);
+        metrics.inner.leases_taken.add(0, &[]);
+        metrics
     }
 
     /// Instruments that record nothing (a no-op meter), shared by every caller.
@@ -175,7 +182,10 @@ impl Metrics {
         ];
         match outcome {
             HttpOutcome::Status(status) => {
-                attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+                attributes.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
                 if status >= 400 {
                     // The conventions' error.type for an HTTP error is the status code.
                     attributes.push(KeyValue::new("error.type", status.to_string()));

@@ -107,9 +107,12 @@ impl MetricsPipeline {
 
 /// True when the standard variables name an OTLP endpoint for metrics.
 fn otlp_env_is_set() -> bool {
-    ["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
 /// The OTLP/gRPC push of metrics: to `endpoint`, or where the `OTEL_*` variables say.

@@ -341,7 +341,8 @@ impl UpstreamHttp {
                         .await?;
                     if self.budgets.keeps(spend) {
                         let budget = spend.as_str();
-                        self.metrics.budget_wait(self.id.provider, budget, waiting.elapsed());
+                        self.metrics
+                            .budget_wait(self.id.provider, budget, waiting.elapsed());
                     }
                 }
                 // The slot is taken per attempt, so a call waiting out a backoff holds none.
@@ -494,7 +495,11 @@ impl UpstreamHttp {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
-                let kind = if error.is_connect() { "connect" } else { "transport" };
+                let kind = if error.is_connect() {
+                    "connect"
+                } else {
+                    "transport"
+                };
                 self.record_attempt(call, HttpOutcome::Failed(kind), started);
                 return Err(self.transport_error(&error));
             }
