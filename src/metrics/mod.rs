@@ -146,7 +146,9 @@ impl Metrics {
     }
 
     /// One RPC ended with `code` after `elapsed`. `method` is the gRPC path without its
-    /// leading slash; an unknown one is `_OTHER`, so a scanner cannot grow the label set.
+    /// leading slash. An UNIMPLEMENTED call is `_OTHER`, as the conventions name unknown
+    /// methods, so a scanner cannot grow the label set (an upstream 501, also mapped to
+    /// UNIMPLEMENTED, loses its method name too: rare, and the cheaper mistake).
     pub fn rpc_call(&self, method: &str, code: Code, elapsed: Duration) {
         let method = if code == Code::Unimplemented {
             "_OTHER"

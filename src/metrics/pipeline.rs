@@ -130,3 +130,25 @@ fn otlp_reader(
     // Every 60 s unless OTEL_METRIC_EXPORT_INTERVAL says otherwise (the SDK reads it).
     Ok(PeriodicReader::builder(exporter).build())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_otlp_endpoint_adds_a_pusher_that_stops_with_the_gateway() {
+        // Nothing listens there: building never connects, and stopping stays bounded.
+        let pipeline = MetricsPipeline::start(Some("http://127.0.0.1:9")).unwrap();
+        assert!(pipeline.exports_otlp);
+        pipeline.metrics().refresh_coalesced();
+        assert!(
+            pipeline
+                .render()
+                .contains("batchgate_cache_refreshes_coalesced_total")
+        );
+        let stopped = tokio::time::timeout(Duration::from_secs(20), pipeline.shutdown()).await;
+        assert!(stopped.is_ok(), "shutdown hangs");
+    }
+}

@@ -20,6 +20,7 @@ use crate::config::RetryPolicy;
 use crate::context::CallContext;
 use crate::error::{Error, Result, UpstreamFailure, UpstreamId};
 use crate::metrics::{HttpOutcome, Metrics};
+use crate::upstream::attempt::AttemptTimer;
 use crate::upstream::budget::{Budgets, Spend};
 use crate::upstream::relay::{relayable_id, scrub};
 pub use crate::upstream::reply::Reply;
@@ -356,17 +357,12 @@ impl UpstreamHttp {
                     // Nothing was sent, so the outcome is known: no upstream to blame.
                     Err(_) => return Err(Error::DeadlineExceeded { upstream: None }),
                 };
-                let started = Instant::now();
                 let outcome = match timeout_at(deadline, attempt()).await {
                     Ok(outcome) => outcome,
                     // Dropping the attempt drops the upstream request with it.
-                    Err(_) => {
-                        let timeout = HttpOutcome::Failed("timeout");
-                        self.record_attempt(call, timeout, started);
-                        Err(Error::DeadlineExceeded {
-                            upstream: Some(self.id.clone()),
-                        })
-                    }
+                    Err(_) => Err(Error::DeadlineExceeded {
+                        upstream: Some(self.id.clone()),
+                    }),
                 };
                 drop(slot);
                 tracing::Span::current().record("attempts", tries);
@@ -432,15 +428,6 @@ impl UpstreamHttp {
         }
     }
 
-    /// Records one attempt's duration (to its response headers, or its failure).
-    fn record_attempt(&self, call: &Call, outcome: HttpOutcome, started: Instant) {
-        let route = path_template(&call.segments);
-        let (upstream, host) = (self.id.provider, &self.id.host);
-        let elapsed = started.elapsed();
-        self.metrics
-            .http_attempt(upstream, host, &call.method, route, outcome, elapsed);
-    }
-
     /// Full-jitter exponential backoff for retry number `tries`.
     fn backoff(&self, tries: u32) -> Duration {
         let exp = self
@@ -491,7 +478,7 @@ impl UpstreamHttp {
             }
             None => {}
         }
-        let started = Instant::now();
+        let mut timer = AttemptTimer::start(&self.metrics, &self.id, call);
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
@@ -500,12 +487,12 @@ impl UpstreamHttp {
                 } else {
                     "transport"
                 };
-                self.record_attempt(call, HttpOutcome::Failed(kind), started);
+                timer.finish(HttpOutcome::Failed(kind));
                 return Err(self.transport_error(&error));
             }
         };
         let status = response.status();
-        self.record_attempt(call, HttpOutcome::Status(status.as_u16()), started);
+        timer.finish(HttpOutcome::Status(status.as_u16()));
         tracing::Span::current().record("http.response.status_code", status.as_u16());
         if status.is_success() {
             return Ok(response);
@@ -569,7 +556,7 @@ impl WithoutUrlRef for reqwest::Error {
 
 /// The upstream path with every segment that is not one of the APIs' own words
 /// written `{id}`: ids vary per call and say nothing about which endpoint failed.
-fn path_template(segments: &[String]) -> String {
+pub(super) fn path_template(segments: &[String]) -> String {
     const WORDS: [&str; 15] = [
         "auth",
         "batch-inference",

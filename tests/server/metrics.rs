@@ -258,3 +258,42 @@ async fn each_gateway_keeps_its_own_series_and_closes_its_admin_port() {
         "the admin port closes with the gateway"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_attempt_cut_off_by_the_deadline_is_a_timeout() {
+    let slow = SimConfig {
+        faults: FaultConfig {
+            latency_ms: 2_000,
+            ..FaultConfig::default()
+        },
+        ..SimConfig::fast()
+    };
+    let mut app = spawn_app_with(slow, |_| {}).await;
+    let mut request = tonic::Request::new(pb::ListJobsRequest::default());
+    request.set_timeout(Duration::from_millis(200));
+    let error = app.jobs.list_jobs(request).await.expect_err("too slow");
+    // The client's own timer and the gateway's deadline race: either ends the call.
+    let ended = [Code::DeadlineExceeded, Code::Cancelled];
+    assert!(ended.contains(&error.code()), "{error:?}");
+    let list = "batchgate.sutro.v1.JobService/ListJobs";
+    let timeout = [("http_route", "/list-jobs"), ("error_type", "timeout")];
+    let page = scrape_until(&app, |page| {
+        page.sum(
+            "rpc_server_call_duration_seconds_count",
+            &[("rpc_method", list)],
+        ) == 1.0
+            && page.sum("http_client_request_duration_seconds_count", &timeout) == 1.0
+    })
+    .await;
+    assert!(
+        !page.has(
+            "http_client_request_duration_seconds_count",
+            &[
+                ("http_route", "/list-jobs"),
+                ("http_response_status_code", "200")
+            ]
+        ),
+        "{}",
+        page.text
+    );
+}
