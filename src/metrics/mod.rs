@@ -2,9 +2,11 @@
 //! gateway from its own meter provider, with one-line recording methods for each component.
 
 mod admin;
+mod labels;
 mod pipeline;
 
 pub use admin::{AdminState, serve_admin};
+pub use labels::{code_name, tenant_class};
 pub use pipeline::MetricsPipeline;
 
 use std::sync::{Arc, OnceLock};
@@ -15,8 +17,6 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, UpDo
 use tonic::Code;
 
 use crate::cache::Outcome;
-use crate::context::CallContext;
-use crate::tenant::{ANONYMOUS_TENANT, CredentialSource};
 
 /// Seconds buckets for call and wait durations: OpenTelemetry's recommended HTTP and RPC
 /// boundaries (the SDK's default ones are for milliseconds), plus 30 s and 60 s for
@@ -35,6 +35,8 @@ pub struct Metrics {
 struct Instruments {
     rpc_duration: Histogram<f64>,
     http_duration: Histogram<f64>,
+    http_active: UpDownCounter<i64>,
+    keyed_creates: Counter<u64>,
     cache_lookups: Counter<u64>,
     cache_coalesced: Counter<u64>,
     watchers_open: UpDownCounter<i64>,
@@ -97,6 +99,15 @@ impl Metrics {
                 http_duration: seconds(
                     "http.client.request.duration",
                     "Duration of each upstream HTTP attempt, to its response headers",
+                ),
+                http_active: meter
+                    .i64_up_down_counter("http.client.active_requests")
+                    .with_unit("{request}")
+                    .with_description("Upstream HTTP attempts waiting for their response headers")
+                    .build(),
+                keyed_creates: counter(
+                    "batchgate.idempotency.creates",
+                    "Creates with a request_id, by outcome: created, replayed, failed",
                 ),
                 cache_lookups: counter(
                     "batchgate.cache.lookups",
@@ -200,6 +211,20 @@ impl Metrics {
             .record(elapsed.as_secs_f64(), &attributes);
     }
 
+    /// An upstream attempt of `upstream` is out; it counts until the guard drops.
+    pub fn http_active(&self, upstream: &'static str) -> GaugeGuard {
+        GaugeGuard::new(&self.inner.http_active, upstream)
+    }
+
+    /// A create with a `request_id` ended: `created` upstream, `replayed` (an earlier
+    /// call's resource), or `failed`.
+    pub fn keyed_create(&self, outcome: &'static str) {
+        self.inner.keyed_creates.add(
+            1,
+            &[KeyValue::new("batchgate.idempotency.outcome", outcome)],
+        );
+    }
+
     /// One status cache lookup answered as `outcome`.
     pub fn cache_lookup(&self, outcome: Outcome) {
         let result = match outcome {
@@ -255,41 +280,6 @@ impl Metrics {
                 KeyValue::new("batchgate.budget", budget),
             ],
         );
-    }
-}
-
-/// A bounded label for who called: never the key, never the tenant's hash.
-pub fn tenant_class(ctx: Option<&CallContext>) -> &'static str {
-    match ctx {
-        None => "unknown",
-        Some(ctx) if ctx.caller.tenant == ANONYMOUS_TENANT => "anonymous",
-        Some(ctx) => match ctx.caller.source {
-            CredentialSource::Managed => "managed",
-            CredentialSource::Passthrough => "passthrough",
-        },
-    }
-}
-
-/// The status code's name as the RPC conventions write it (`OK`, `NOT_FOUND`…).
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -171,7 +171,7 @@ impl<P: Provider> ServiceCore<P> {
     {
         let bound = self.config.upstream_timeout;
         let create_ctx = ctx.with_deadline(Deadline::after(bound));
-        idempotency::create_once(
+        let outcome = idempotency::create_once(
             &self.idempotency,
             self.key(ctx, kind::IDEMPOTENCY, request_id),
             idempotency::fingerprint(content),
@@ -180,7 +180,13 @@ impl<P: Provider> ServiceCore<P> {
             self.client.upstream(),
             create(self.client.clone(), create_ctx),
         )
-        .await
+        .await;
+        self.metrics.keyed_create(match &outcome {
+            Ok(Outcome::Created { .. }) => "created",
+            Ok(Outcome::Replayed { .. }) => "replayed",
+            Err(_) => "failed",
+        });
+        outcome
     }
 
     /// A Watch RPC: the resource `resource` names (after checking it) is followed by

@@ -357,6 +357,7 @@ impl UpstreamHttp {
                     // Nothing was sent, so the outcome is known: no upstream to blame.
                     Err(_) => return Err(Error::DeadlineExceeded { upstream: None }),
                 };
+                let active = self.metrics.http_active(self.id.provider);
                 let outcome = match timeout_at(deadline, attempt()).await {
                     Ok(outcome) => outcome,
                     // Dropping the attempt drops the upstream request with it.
@@ -364,7 +365,7 @@ impl UpstreamHttp {
                         upstream: Some(self.id.clone()),
                     }),
                 };
-                drop(slot);
+                drop((slot, active));
                 tracing::Span::current().record("attempts", tries);
                 let error = match outcome {
                     Ok(value) => return Ok(value),

@@ -32,19 +32,30 @@ pub async fn metered_app() -> TestApp {
     .await
 }
 
-/// Known traffic: one create admitted and one refused, a cache miss then a hit, an
-/// unknown job, and a watch to the end. Returns the job's id.
+fn create_request(prompt: &str, request_id: &str) -> pb::CreateJobRequest {
+    pb::CreateJobRequest {
+        model: "gpt-oss-20b".into(),
+        inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
+            values: vec![prompt.into()],
+        })),
+        request_id: request_id.into(),
+        ..Default::default()
+    }
+}
+
+/// Known traffic: one keyed create admitted and one refused, a cache miss then a hit,
+/// an unknown job, and a watch to the end. Returns the job's id.
 pub async fn known_traffic(app: &mut TestApp) -> String {
-    let job = create_job(app, vec!["hello".into()]).await;
+    let job = app
+        .jobs
+        .create_job(create_request("hello", "req-known-1"))
+        .await
+        .expect("the job is created")
+        .into_inner()
+        .job_id;
     let refused = app
         .jobs
-        .create_job(pb::CreateJobRequest {
-            model: "gpt-oss-20b".into(),
-            inputs: Some(pb::create_job_request::Inputs::Prompts(pb::StringInputs {
-                values: vec!["again".into()],
-            })),
-            ..Default::default()
-        })
+        .create_job(create_request("again", ""))
         .await
         .expect_err("the create limit's burst is spent");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
@@ -191,6 +202,17 @@ async fn metrics_count_known_traffic() {
     );
     assert!(page.has("batchgate_request_in_flight_bytes", &[]), "{text}");
 
+    // Keyed creates, and upstream attempts in flight (none now).
+    let keyed = [("batchgate_idempotency_outcome", "created")];
+    assert_eq!(
+        page.sum("batchgate_idempotency_creates_total", &keyed),
+        1.0,
+        "{text}"
+    );
+    let active = [("batchgate_upstream", "sutro")];
+    assert!(page.has("http_client_active_requests", &active), "{text}");
+    assert_eq!(page.sum("http_client_active_requests", &[]), 0.0, "{text}");
+
     // Without Redis there is no Redis gauge, and ready means serving.
     assert!(!text.contains("batchgate_redis_up"), "{text}");
     let admin = app.app.as_ref().expect("running").admin_addr();
@@ -240,11 +262,25 @@ async fn concurrent_refreshes_of_one_job_are_coalesced_and_counted() {
 async fn each_gateway_keeps_its_own_series_and_closes_its_admin_port() {
     let mut busy = spawn_app().await;
     let quiet = spawn_app().await;
-    create_job(&mut busy, vec!["hello".into()]).await;
+    // A keyed create, then its retry: the second is answered from the first.
+    for _ in 0..2 {
+        let request = create_request("hello", "req-busy-1");
+        busy.jobs.create_job(request).await.expect("created");
+    }
     let busy_page = scrape(busy.app.as_ref().expect("running").admin_addr()).await;
     let quiet_admin = quiet.app.as_ref().expect("running").admin_addr();
     let quiet_page = scrape(quiet_admin).await;
-    assert_eq!(calls(&busy_page, CREATE, "OK"), 1.0, "{}", busy_page.text);
+    assert_eq!(calls(&busy_page, CREATE, "OK"), 2.0, "{}", busy_page.text);
+    let keyed = |outcome| {
+        let outcome = [("batchgate_idempotency_outcome", outcome)];
+        busy_page.sum("batchgate_idempotency_creates_total", &outcome)
+    };
+    assert_eq!(
+        (keyed("created"), keyed("replayed")),
+        (1.0, 1.0),
+        "{}",
+        busy_page.text
+    );
     assert_eq!(calls(&quiet_page, CREATE, "OK"), 0.0, "{}", quiet_page.text);
 
     let mut quiet = quiet;
