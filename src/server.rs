@@ -236,6 +236,19 @@ impl App {
             addr: config.listen,
             source,
         })?;
+        // Bound before anything is served: a taken admin port stops the start cleanly.
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
         let router = Server::builder()
             .trace_fn(rpc_span)
             // Advertised in SETTINGS: a client's further calls wait on its side.
@@ -280,18 +293,6 @@ impl App {
                 })
             }
         };
-        let admin_listener = TcpListener::bind(config.admin_listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.admin_listen,
-                source,
-            })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind {
-                addr: config.admin_listen,
-                source,
-            })?;
         let (draining, admin_stop) = (CancellationToken::new(), CancellationToken::new());
         let admin_state = AdminState {
             pipeline: pipeline.clone(),

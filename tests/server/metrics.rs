@@ -333,3 +333,19 @@ async fn an_upstream_attempt_cut_off_by_the_deadline_is_a_timeout() {
         page.text
     );
 }
+
+#[tokio::test]
+async fn a_taken_admin_port_stops_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let sim = batchgate::sim::start(SimConfig::fast(), "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("simulator starts");
+    let mut settings = crate::common::test_settings(&sim);
+    settings.admin_listen = Some(taken.local_addr().expect("bound"));
+    let config = batchgate::config::Config::resolve(settings).expect("valid config");
+    let error = batchgate::server::App::start(config)
+        .await
+        .err()
+        .expect("the admin port is taken");
+    assert!(error.to_string().contains("cannot listen"), "{error}");
+}
