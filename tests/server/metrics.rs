@@ -349,3 +349,42 @@ async fn a_taken_admin_port_stops_the_start() {
         .expect("the admin port is taken");
     assert!(error.to_string().contains("cannot listen"), "{error}");
 }
+
+#[tokio::test]
+async fn readyz_turns_away_traffic_while_the_gateway_drains() {
+    // A call held in flight upstream keeps the drain going while /readyz is asked.
+    let slow = SimConfig {
+        faults: FaultConfig {
+            latency_ms: 1_500,
+            ..FaultConfig::default()
+        },
+        ..SimConfig::fast()
+    };
+    let mut app = spawn_app_with(slow, |_| {}).await;
+    let admin = app.app.as_ref().expect("running").admin_addr();
+    assert_eq!(get(admin, "/readyz").await.0, 200);
+    let mut client = app.jobs.clone();
+    let in_flight =
+        tokio::spawn(async move { client.list_jobs(pb::ListJobsRequest::default()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shutdown = tokio::spawn(app.app.take().expect("running").shutdown());
+    let mut answer = get(admin, "/readyz").await;
+    for _ in 0..20 {
+        if answer.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answer = get(admin, "/readyz").await;
+    }
+    assert_eq!(answer, (503, "draining\n".to_owned()));
+    assert_eq!(
+        get(admin, "/healthz").await.0,
+        200,
+        "still up while draining"
+    );
+    in_flight
+        .await
+        .expect("joined")
+        .expect("the call in flight finishes");
+    shutdown.await.expect("joined").expect("a clean shutdown");
+}
