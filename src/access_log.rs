@@ -1,5 +1,6 @@
 //! The access log: one `info` line per call when it ends (a stream: when its body
-//! ends), with method, gRPC code, duration, tenant, upstream calls and cache result.
+//! ends), with method, gRPC code, duration, tenant, upstream calls and cache result;
+//! the same end of call is recorded as `rpc.server.call.duration`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,8 @@ use futures_util::future::Either;
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
+
+use crate::metrics::Metrics;
 
 tokio::task_local! {
     /// The note of the call being served, for the parts that learn its facts
@@ -48,16 +51,27 @@ pub fn carry_note<F: Future>(future: F) -> impl Future<Output = F::Output> {
     }
 }
 
-/// The tower layer that writes the access log; a pass-through when `enabled` is false.
-#[derive(Debug, Clone, Copy)]
+/// The tower layer that writes the access log (lines only when `enabled`) and records
+/// each call's duration on its metrics.
+#[derive(Debug, Clone)]
 pub struct AccessLogLayer {
     enabled: bool,
+    metrics: Metrics,
 }
 
 impl AccessLogLayer {
     /// An access log that writes lines only when `enabled`.
     pub fn new(enabled: bool) -> Self {
-        Self { enabled }
+        Self {
+            enabled,
+            metrics: Metrics::disabled(),
+        }
+    }
+
+    /// The same layer, recording each call's duration and code on `metrics` (lines or not).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -68,6 +82,7 @@ impl<S> Layer<S> for AccessLogLayer {
         AccessLogService {
             inner,
             enabled: self.enabled,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -77,6 +92,7 @@ impl<S> Layer<S> for AccessLogLayer {
 pub struct AccessLogService<S> {
     inner: S,
     enabled: bool,
+    metrics: Metrics,
 }
 
 impl<S, B> Service<http::Request<B>> for AccessLogService<S>
@@ -94,12 +110,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if !self.enabled {
-            return Box::pin(self.inner.call(request));
-        }
         let started = Instant::now();
         let method = request.uri().path().trim_start_matches('/').to_owned();
         let note = Arc::new(CallNote::default());
+        let (log, metrics) = (self.enabled, self.metrics.clone());
         // The caller layer names the tenant in its `call`, before any future runs.
         let call = NOTE.sync_scope(note.clone(), || self.inner.call(request));
         Box::pin(async move {
@@ -119,6 +133,8 @@ where
                     .map(str::to_owned),
                 code: code_in_head(&parts),
                 note,
+                log,
+                metrics,
                 written: false,
             };
             let body = tonic::body::Body::new(LoggedBody { inner: body, entry });
@@ -154,6 +170,8 @@ struct Entry {
     cache: Option<String>,
     code: Option<Code>,
     note: Arc<CallNote>,
+    log: bool,
+    metrics: Metrics,
     written: bool,
 }
 
@@ -164,13 +182,18 @@ impl Entry {
         }
         // A body dropped before its status was sent: the caller went away.
         let code = self.code.unwrap_or(Code::Cancelled);
+        let elapsed = self.started.elapsed();
+        self.metrics.rpc_call(&self.method, code, elapsed);
+        if !self.log {
+            return;
+        }
         let _entered = self.span.enter();
         tracing::info!(
             target: "batchgate::access",
             method = %self.method,
             code = ?code,
             grpc_status = code as i32,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
             tenant = self.note.tenant.get().map(String::as_str),
             upstream_calls = self.note.upstream_calls.load(Ordering::Relaxed),
             cache = self.cache.as_deref(),

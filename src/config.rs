@@ -27,6 +27,11 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
 
+    /// Address of the admin HTTP port: `/metrics` (Prometheus text), `/healthz` and
+    /// `/readyz`; port 0 picks a free one [default: 127.0.0.1:9464].
+    #[arg(long, env = "BATCHGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Sutro deployment URL, as an origin or `<origin>/v1`. Unset: the built-in
     /// simulator is started and used, so the gateway runs with no keys at all.
     #[arg(long, env = "BATCHGATE_SUTRO_BASE_URL")]
@@ -147,8 +152,8 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_ACCESS_LOG", num_args = 0..=1, default_missing_value = "true")]
     pub access_log: Option<bool>,
 
-    /// OTLP endpoint for traces, e.g. `http://otel-collector:4317`: a shorthand for
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Unset (and no `OTEL_EXPORTER_OTLP_*ENDPOINT`): no export.
+    /// OTLP endpoint for traces and metrics, e.g. `http://otel-collector:4317`: a shorthand
+    /// for `OTEL_EXPORTER_OTLP_ENDPOINT`. Unset (and no `OTEL_EXPORTER_OTLP_*ENDPOINT`): no export.
     #[arg(long, env = "BATCHGATE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
@@ -287,6 +292,7 @@ impl ConfigLayer {
             self,
             lower,
             listen,
+            admin_listen,
             sutro_base_url,
             sutro_api_key,
             xai_base_url,
@@ -366,6 +372,8 @@ pub struct RetryPolicy {
 pub struct Config {
     /// Where gRPC is served.
     pub listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub admin_listen: SocketAddr,
     /// Sutro `/v1` base URL; `None` runs the built-in simulator.
     pub sutro_base_url: Option<Url>,
     /// The managed Sutro key.
@@ -550,6 +558,10 @@ impl Config {
             listen: layer
                 .listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            // OpenTelemetry's Prometheus exporters' customary port.
+            admin_listen: layer
+                .admin_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9464))),
             sutro_base_url,
             sutro_api_key: layer
                 .sutro_api_key

@@ -16,6 +16,7 @@ pub mod health;
 pub mod heap_trim;
 pub mod idempotency;
 pub mod keys;
+pub mod metrics;
 pub mod progress;
 pub mod proto;
 pub mod ratelimit;

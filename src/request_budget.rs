@@ -50,6 +50,14 @@ impl RequestBudgetLayer {
         Self { budget }
     }
 
+    /// Request bytes held right now (whole KiB: the budget's unit); `None` when off.
+    pub fn in_flight_bytes(&self) -> Option<u64> {
+        self.budget.as_ref().map(|b| {
+            let free = b.permits.available_permits() as u64;
+            u64::from(b.total_units).saturating_sub(free) * UNIT
+        })
+    }
+
     /// KiB of the budget free right now (the whole budget when nothing is in flight).
     pub fn available_kib(&self) -> Option<usize> {
         self.budget.as_ref().map(|b| b.permits.available_permits())

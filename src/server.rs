@@ -1,5 +1,5 @@
 //! Builds and runs the gRPC server: services, health, reflection (v1 and v1alpha),
-//! grpc-web, per-RPC spans, and graceful shutdown with a bounded drain.
+//! grpc-web, per-RPC spans, the admin port's metrics and probes, and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -18,6 +18,7 @@ use crate::caller::{CallerLayer, Callers};
 use crate::codec_errors::DecodeErrorsLayer;
 use crate::config::{Config, MAX_MESSAGE_BYTES};
 use crate::idempotency;
+use crate::metrics::{AdminState, MetricsPipeline, serve_admin};
 use crate::progress;
 use crate::proto::sutro::v1::job_service_server::JobServiceServer;
 use crate::proto::xai::v1::batch_service_server::BatchServiceServer;
@@ -82,6 +83,13 @@ pub enum ServeError {
 /// A running gateway: its address, and the handles to stop it.
 pub struct App {
     addr: SocketAddr,
+    admin_addr: SocketAddr,
+    /// Cancelled when shutdown starts, so `/readyz` turns away new traffic at once.
+    draining: CancellationToken,
+    /// Stops the admin port, last, once the gRPC server has drained.
+    admin_stop: CancellationToken,
+    admin: JoinHandle<std::io::Result<()>>,
+    metrics: MetricsPipeline,
     stop: CancellationToken,
     served: JoinHandle<Result<(), ServeError>>,
     health: HealthReporter,
@@ -125,13 +133,29 @@ impl App {
             max_body_bytes: config.max_upstream_body_bytes,
             max_in_flight: config.upstream_max_in_flight,
         };
-        let sutro = SutroClient::new(sutro_url, config.retry, limits).map_err(setup)?;
-        let xai = XaiClient::new(xai_url, config.retry, limits).map_err(setup)?;
+        // Per gateway, not global: gateways sharing a process keep their series apart.
+        let pipeline =
+            MetricsPipeline::start(config.otlp_endpoint.as_deref()).map_err(ServeError::Setup)?;
+        let metrics = pipeline.metrics();
+        let sutro = SutroClient::new(sutro_url, config.retry, limits)
+            .map_err(setup)?
+            .with_metrics(metrics.clone());
+        let xai = XaiClient::new(xai_url, config.retry, limits)
+            .map_err(setup)?
+            .with_metrics(metrics.clone());
 
         // One Redis handle for every shared concern that lives there (none without a URL).
         let redis =
             SharedRedis::from_config(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
-        let cache = cache::status_cache(&config, redis.as_ref());
+        let cache = cache::status_cache(&config, redis.as_ref(), &metrics);
+        if let Some(redis) = redis.clone() {
+            pipeline.observe(
+                "batchgate.redis.up",
+                "",
+                "1 while the last Redis calls were answered, 0 while Redis is unreachable",
+                move || Some(i64::from(redis.is_up())),
+            );
+        }
         // The upstreams' own team-wide limits, shared by the replicas through Redis.
         let sutro = sutro.with_budgets(Budgets::from_config("sutro", &config, redis.as_ref()));
         let xai = xai.with_budgets(Budgets::from_config("xai", &config, redis.as_ref()));
@@ -139,6 +163,16 @@ impl App {
         let rate_limits = RateLimitLayer::new(
             config.rate_limits.clone(),
             ratelimit::limiter(&config, redis.as_ref()),
+        )
+        .with_metrics(metrics.clone());
+        let request_budget =
+            RequestBudgetLayer::new(config.max_request_bytes_in_flight, config.max_request_bytes);
+        let budget = request_budget.clone();
+        pipeline.observe(
+            "batchgate.request.in_flight",
+            "By",
+            "Request bytes held under max_request_bytes_in_flight (reported when that budget is on)",
+            move || budget.in_flight_bytes().map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         );
 
         let stop = CancellationToken::new();
@@ -150,9 +184,10 @@ impl App {
             Backends {
                 idempotency: idempotency.clone(),
                 records: records.clone(),
-                watches: progress::hub(&config, redis.as_ref()),
+                watches: progress::hub(&config, redis.as_ref(), &metrics),
                 cache: cache.clone(),
                 auth: auth.clone(),
+                metrics: metrics.clone(),
             },
             stop.child_token(),
         );
@@ -162,9 +197,10 @@ impl App {
             Backends {
                 idempotency,
                 records,
-                watches: progress::hub(&config, redis.as_ref()),
+                watches: progress::hub(&config, redis.as_ref(), &metrics),
                 cache,
                 auth,
+                metrics: metrics.clone(),
             },
             stop.child_token(),
         );
@@ -217,6 +253,19 @@ impl App {
             addr: config.listen,
             source,
         })?;
+        // Bound before anything is served: a taken admin port stops the start cleanly.
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
         let router = Server::builder()
             .trace_fn(crate::telemetry::rpc::rpc_span)
             // Advertised in SETTINGS: a client's further calls wait on its side.
@@ -227,7 +276,7 @@ impl App {
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside grpc-web, which hides the status in its body; outside the decode-error
             // rewrite and the caller layer, so it logs the codes callers get.
-            .layer(AccessLogLayer::new(config.access_log))
+            .layer(AccessLogLayer::new(config.access_log).with_metrics(metrics.clone()))
             // Beside the access log, and like it seeing the codes callers get.
             .layer(RpcStatusLayer)
             // Inside grpc-web, so its callers get the same codes as gRPC's.
@@ -237,10 +286,7 @@ impl App {
             // Inside the caller layer, whose tenant it limits; a pass-through when off.
             .layer(rate_limits)
             // Innermost, so only calls that are let in take from the shared byte budget.
-            .layer(RequestBudgetLayer::new(
-                config.max_request_bytes_in_flight,
-                config.max_request_bytes,
-            ))
+            .layer(request_budget)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -268,9 +314,21 @@ impl App {
                 })
             }
         };
-        tracing::info!(%addr, "batchgate is serving");
+        let (draining, admin_stop) = (CancellationToken::new(), CancellationToken::new());
+        let admin_state = AdminState {
+            pipeline: pipeline.clone(),
+            redis: redis.clone(),
+            draining: draining.clone(),
+        };
+        let admin = serve_admin(admin_listener, admin_state, admin_stop.clone());
+        tracing::info!(%addr, %admin_addr, "batchgate is serving");
         Ok(App {
             addr,
+            admin_addr,
+            draining,
+            admin_stop,
+            admin,
+            metrics: pipeline,
             stop,
             served,
             health,
@@ -284,6 +342,11 @@ impl App {
     /// The address being served.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the admin port (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// The built-in simulator, when no upstream was configured.
@@ -307,6 +370,7 @@ impl App {
     /// included, after their NOT_SERVING) end with UNAVAILABLE, new connections are
     /// refused, and calls in flight get `drain_timeout` to finish before they are cut.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.draining.cancel();
         self.health
             .set_not_serving::<JobServiceServer<JobsService>>()
             .await;
@@ -330,6 +394,15 @@ impl App {
         if let Some(simulator) = self.simulator.take() {
             simulator.shutdown().await;
         }
+        // Scrapes answer until the very end, so the drain itself can be watched.
+        self.admin_stop.cancel();
+        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.admin)
+            .await
+            .is_err()
+        {
+            self.admin.abort();
+        }
+        self.metrics.shutdown().await;
         result
     }
 }

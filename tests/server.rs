@@ -4,8 +4,12 @@
 #[path = "server/callers.rs"]
 mod callers;
 mod common;
+#[path = "server/dashboard.rs"]
+mod dashboard;
 #[path = "server/logs.rs"]
 mod logs;
+#[path = "server/metrics.rs"]
+mod metrics;
 #[path = "server/tls.rs"]
 mod tls;
 
@@ -127,7 +131,15 @@ fn serve(extra: &[&str]) -> Served {
 fn serve_logging(extra: &[&str], rust_log: &str) -> Served {
     let mut command = Command::new(env!("CARGO_BIN_EXE_batchgate"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
         .args(extra)
         .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())

@@ -42,6 +42,7 @@ impl Replicas {
         for _ in 0..count {
             let mut layer = ConfigLayer {
                 listen: Some(loopback),
+                admin_listen: Some(loopback),
                 sutro_base_url: Some(sim.sutro_base_url()),
                 sutro_api_key: Some(sim::DEMO_API_KEY.into()),
                 xai_base_url: Some(sim.xai_base_url()),

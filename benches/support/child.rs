@@ -75,6 +75,7 @@ pub async fn serve() {
         .expect("start the simulator");
     let config = Config::resolve(ConfigLayer {
         listen: Some(loopback),
+        admin_listen: Some(loopback),
         sutro_base_url: Some(sim.sutro_base_url()),
         sutro_api_key: Some(sim::DEMO_API_KEY.into()),
         xai_base_url: Some(sim.xai_base_url()),

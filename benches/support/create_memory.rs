@@ -71,6 +71,7 @@ async fn run_case(sutro: &str, prompts: &[String], case: &Case) {
     command
         .arg("serve")
         .env("BATCHGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BATCHGATE_ADMIN_LISTEN", "127.0.0.1:0")
         .env("BATCHGATE_SUTRO_BASE_URL", sutro)
         .env("BATCHGATE_SUTRO_API_KEY", sim::DEMO_API_KEY)
         .env("BATCHGATE_ALLOW_ANONYMOUS", "true")

@@ -13,6 +13,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::entry::Entry;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 
 /// What a flight produced: the entry, and whether it was found in the shared cache
 /// (another replica refreshed it) rather than read upstream by this flight.
@@ -47,9 +48,18 @@ impl InFlight {
 pub(crate) struct Flights {
     in_progress: Mutex<HashMap<String, InFlight>>,
     next_id: AtomicU64,
+    metrics: Metrics,
 }
 
 impl Flights {
+    /// No flights yet; each lookup that joins one is counted on `metrics`.
+    pub(crate) fn with_metrics(metrics: Metrics) -> Flights {
+        Flights {
+            metrics,
+            ..Flights::default()
+        }
+    }
+
     /// Joins the flight for `key`, or starts `work` as that flight.
     pub(crate) fn join(
         self: &Arc<Self>,
@@ -61,6 +71,7 @@ impl Flights {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(in_flight) = in_progress.get(key) {
+            self.metrics.refresh_coalesced();
             return in_flight.join();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -96,13 +107,18 @@ impl Flights {
         flight
     }
 
-    /// The flight of `key` in progress, if any.
+    /// The flight of `key` in progress, if any, for a lookup that joins it (counted).
     pub(crate) fn current(&self, key: &str) -> Option<Flight> {
-        self.in_progress
+        let flight = self
+            .in_progress
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .map(InFlight::join)
+            .map(InFlight::join);
+        if flight.is_some() {
+            self.metrics.refresh_coalesced();
+        }
+        flight
     }
 
     /// Forgets the flight of `key`, so the next lookup starts a new one (after a cancel).

@@ -29,6 +29,14 @@ impl MemoryCache {
         }
     }
 
+    /// The same cache, counting refreshes it coalesces on `metrics` (before first use).
+    pub fn with_metrics(self, metrics: crate::metrics::Metrics) -> MemoryCache {
+        MemoryCache {
+            flights: Arc::new(Flights::with_metrics(metrics)),
+            ..self
+        }
+    }
+
     async fn lookup(&self, key: &str, refresh: Refresh) -> Result<Lookup> {
         if let Some(entry) = self.entries.get(key).await {
             match entry.freshness(&self.policy) {

@@ -4,6 +4,7 @@
 mod entry;
 mod flight;
 pub mod memory;
+mod metered;
 pub mod redis;
 
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::shared_redis::SharedRedis;
 
 pub use self::entry::now_ms;
 pub use self::memory::MemoryCache;
+pub use self::metered::Metered;
 pub use self::redis::RedisCache;
 
 /// What a refresh read from the upstream: the encoded snapshot, and whether its state is
@@ -147,15 +150,23 @@ pub trait StatusCache: Send + Sync + 'static {
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
 }
 
-/// The status cache `config` asks for: on `redis` when there is one, else in process.
-pub fn status_cache(config: &Config, redis: Option<&SharedRedis>) -> Arc<dyn StatusCache> {
+/// The status cache `config` asks for: on `redis` when there is one, else in process;
+/// its lookups and coalesced refreshes counted on `metrics`.
+pub fn status_cache(
+    config: &Config,
+    redis: Option<&SharedRedis>,
+    metrics: &Metrics,
+) -> Arc<dyn StatusCache> {
     // Snapshots are small (a status message); this bounds memory, not hit rates.
     const MAX_ENTRIES: u64 = 100_000;
     let policy = TtlPolicy::from_config(config);
-    match redis {
-        Some(redis) => Arc::new(RedisCache::new(redis.clone(), policy, MAX_ENTRIES)),
-        None => Arc::new(MemoryCache::new(policy, MAX_ENTRIES)),
-    }
+    let backend: Arc<dyn StatusCache> = match redis {
+        Some(redis) => Arc::new(
+            RedisCache::new(redis.clone(), policy, MAX_ENTRIES).with_metrics(metrics.clone()),
+        ),
+        None => Arc::new(MemoryCache::new(policy, MAX_ENTRIES).with_metrics(metrics.clone())),
+    };
+    Arc::new(Metered::new(backend, metrics.clone()))
 }
 
 #[cfg(test)]

@@ -66,6 +66,15 @@ impl RedisCache {
         }
     }
 
+    /// The same cache, counting refreshes it coalesces on `metrics` (before first use).
+    pub fn with_metrics(self, metrics: crate::metrics::Metrics) -> RedisCache {
+        RedisCache {
+            flights: Arc::new(Flights::with_metrics(metrics.clone())),
+            revalidations: Arc::new(Flights::with_metrics(metrics)),
+            ..self
+        }
+    }
+
     async fn lookup(&self, key: &str, refresh: Refresh) -> Result<Lookup> {
         let shared = &self.shared;
         let local = shared.l1.get(key).await;

@@ -158,6 +158,7 @@ where
                 if self.mode != Mode::Holder {
                     // Operators (and the multi-replica tests) see who follows what.
                     tracing::info!(resource = %self.names.channel.trim_end_matches(":hint"), "took the watch lease");
+                    self.hub.metrics.lease_taken();
                     self.mode = Mode::Holder;
                     self.last_watched = Instant::now();
                     if self.poller.is_none() {

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::error::Error;
 use crate::keys::ResourceKey;
+use crate::metrics::Metrics;
 use crate::shared_redis::SharedRedis;
 
 /// Timing of watches.
@@ -114,16 +115,22 @@ where
 /// The hub `config` and `redis` call for: one poller per resource per cluster through
 /// Redis when there is one, else one per replica in memory. Must run inside a Tokio
 /// runtime (the Redis hub starts its hint listener). Each call makes a new hub, with a
-/// new replica id and its own subscriber connection: make one per progress type.
-pub fn hub<T>(config: &Config, redis: Option<&SharedRedis>) -> Arc<dyn ProgressHub<T>>
+/// new replica id and its own subscriber connection: make one per progress type. The
+/// leases it takes are counted on `metrics`.
+pub fn hub<T>(
+    config: &Config,
+    redis: Option<&SharedRedis>,
+    metrics: &Metrics,
+) -> Arc<dyn ProgressHub<T>>
 where
     T: prost::Message + Default + Clone + PartialEq + 'static,
 {
     match redis {
-        Some(redis) => Arc::new(RedisHub::new(
+        Some(redis) => Arc::new(RedisHub::with_metrics(
             redis.clone(),
             HubTiming::from_config(config),
             new_replica_id(),
+            metrics.clone(),
         )),
         None => Arc::new(MemoryHub::new(Pace::from_config(config))),
     }

@@ -17,6 +17,7 @@ use super::{ProgressHub, StartPoller, WatchState};
 use crate::config::Config;
 use crate::error::Error;
 use crate::keys::ResourceKey;
+use crate::metrics::Metrics;
 use crate::shared_redis::SharedRedis;
 use futures_util::future::BoxFuture;
 use tracing::Instrument;
@@ -97,6 +98,8 @@ pub(super) struct Inner<T> {
     degraded: AtomicBool,
     pub(super) scripts: Scripts,
     pub(super) hints: Hints,
+    /// Where the leases this replica takes are counted.
+    pub(super) metrics: Metrics,
 }
 
 /// The local fan-out of one resource.
@@ -111,6 +114,16 @@ where
     /// A hub sharing pollers through `redis`; `replica` names this replica (unique in
     /// the cluster; [`new_replica_id`] makes one). Must run inside a Tokio runtime.
     pub fn new(redis: SharedRedis, timing: HubTiming, replica: impl Into<String>) -> Self {
+        Self::with_metrics(redis, timing, replica, Metrics::disabled())
+    }
+
+    /// Like [`RedisHub::new`], counting the leases it takes on `metrics`.
+    pub fn with_metrics(
+        redis: SharedRedis,
+        timing: HubTiming,
+        replica: impl Into<String>,
+        metrics: Metrics,
+    ) -> Self {
         let stop = CancellationToken::new();
         let hints = Hints::start(&redis, stop.child_token());
         Self {
@@ -125,6 +138,7 @@ where
                 running: watch::channel(0).0,
                 degraded: AtomicBool::new(false),
                 hints,
+                metrics,
             }),
         }
     }
@@ -306,7 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_redis_configured_the_hub_is_in_memory() {
-        let hub = super::super::hub::<u64>(&Config::embedded(), None);
+        let hub = super::super::hub::<u64>(&Config::embedded(), None, &Metrics::disabled());
         let mut rx = hub.subscribe(
             &ResourceKey::new("t", "xai", kind::WATCH, "b"),
             Arc::new(|publisher| Box::pin(async move { publisher.publish(7, true) })),

@@ -13,6 +13,7 @@ use tower::{Layer, Service};
 use super::{Class, Decision, RateLimiter, RateLimits, StreamGuard, Streams, classify};
 use crate::context::CallContext;
 use crate::error::Error;
+use crate::metrics::Metrics;
 /// The tenant of callers without credentials (where allowed): they share one set of buckets.
 pub use crate::tenant::ANONYMOUS_TENANT as ANONYMOUS;
 
@@ -27,6 +28,7 @@ struct Limits {
 #[derive(Clone, Default)]
 pub struct RateLimitLayer {
     limits: Option<Arc<Limits>>,
+    metrics: Metrics,
 }
 
 impl RateLimitLayer {
@@ -43,7 +45,14 @@ impl RateLimitLayer {
                 limiter,
                 streams,
             })),
+            metrics: Metrics::disabled(),
         }
+    }
+
+    /// The same layer, counting its decisions on `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -54,6 +63,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimitService {
             inner,
             limits: self.limits.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -63,6 +73,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimitService<S> {
     inner: S,
     limits: Option<Arc<Limits>>,
+    metrics: Metrics,
 }
 
 impl<S, ReqBody> Service<http::Request<ReqBody>> for RateLimitService<S>
@@ -86,11 +97,15 @@ where
             return Either::Left(self.inner.call(request));
         };
         let limits = limits.clone();
+        let metrics = self.metrics.clone();
         // The ready service goes with the call; its clone waits for the next poll_ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Either::Right(Box::pin(async move {
             let tenant = tenant_of(&request);
+            let who = crate::metrics::tenant_class(request.extensions().get::<CallContext>());
+            let class = method.class.to_string();
+            let decided = |outcome| metrics.limiter_decision(who, &class, outcome);
             let decision = match (&limits.limiter, limits.policy.limit(&tenant, method.class)) {
                 (Some(limiter), Some(limit)) => {
                     Some(limiter.check(&tenant, method.class, limit).await)
@@ -108,12 +123,14 @@ where
                 );
             }
             if let Some(decision) = decision.filter(|d| !d.admitted) {
+                decided("rejected");
                 return Ok(refused(&tenant, method.class, &decision));
             }
             let guard = match (&limits.streams, method.stream) {
                 (Some(streams), true) => match streams.try_open(&tenant) {
                     Some(guard) => Some(guard),
                     None => {
+                        decided("stream_cap");
                         return Ok(too_many_streams(
                             &tenant,
                             method.class,
@@ -124,6 +141,9 @@ where
                 },
                 _ => None,
             };
+            if decision.is_some() || guard.is_some() {
+                decided("admitted");
+            }
             let mut response = inner.call(request).await?;
             if let Some(decision) = decision {
                 decision.annotate(response.headers_mut());

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -17,6 +17,7 @@ use crate::deadline::Deadline;
 use crate::error::{Error, Result, UpstreamId};
 use crate::idempotency::{self, IdempotencyStore, Outcome};
 use crate::keys::{ResourceKey, kind};
+use crate::metrics::Metrics;
 use crate::progress::{
     EventKind, ProgressHub, Publisher, StartPoller, WatchTiming, first_state, watcher_stream,
 };
@@ -70,6 +71,7 @@ pub struct ServiceCore<P: Provider> {
     /// Keyed by tenant and provider: the tenant `managed` holds a different key for
     /// each upstream, and one caller's key may be good for one upstream only.
     auth: AuthGate,
+    metrics: Metrics,
     shutdown: CancellationToken,
 }
 
@@ -86,6 +88,8 @@ pub struct Backends<Progress> {
     pub cache: Arc<dyn StatusCache>,
     /// Whose credentials the upstream accepted lately.
     pub auth: AuthGate,
+    /// Where watchers and pollers are counted.
+    pub metrics: Metrics,
 }
 
 /// A record to keep once the resource it belongs to has an id.
@@ -123,9 +127,11 @@ impl<P: Provider> ServiceCore<P> {
             watches,
             cache,
             auth,
+            metrics,
         } = backends;
         Self {
             auth,
+            metrics,
             client,
             config,
             idempotency,
@@ -166,7 +172,7 @@ impl<P: Provider> ServiceCore<P> {
     {
         let bound = self.config.upstream_timeout;
         let create_ctx = ctx.with_deadline(Deadline::after(bound));
-        idempotency::create_once(
+        let outcome = idempotency::create_once(
             &self.idempotency,
             self.key(ctx, kind::IDEMPOTENCY, request_id),
             idempotency::fingerprint(content),
@@ -175,7 +181,13 @@ impl<P: Provider> ServiceCore<P> {
             self.client.upstream(),
             create(self.client.clone(), create_ctx),
         )
-        .await
+        .await;
+        self.metrics.keyed_create(match &outcome {
+            Ok(Outcome::Created { .. }) => "created",
+            Ok(Outcome::Replayed { .. }) => "replayed",
+            Err(_) => "failed",
+        });
+        outcome
     }
 
     /// A Watch RPC: the resource `resource` names (after checking it) is followed by
@@ -194,6 +206,7 @@ impl<P: Provider> ServiceCore<P> {
         let key = self.key(&ctx, kind::WATCH, &id);
         let (client, timing) = (self.client.clone(), WatchTiming::from_config(&self.config));
         let cache = CacheWriter::new(self.cache.clone(), self.auth.clone(), key.clone());
+        let (metrics, upstream) = (self.metrics.clone(), self.client.upstream().provider);
         // The pollers stay in the trace of the watch that started them, each in a span
         // of its own (a poller outlives that call and may start long after it).
         let cause = crate::telemetry::current_context();
@@ -201,15 +214,24 @@ impl<P: Provider> ServiceCore<P> {
         let start: StartPoller<P::Progress> = Arc::new(move |publisher| {
             let (client, ctx, id, cache) = (client.clone(), ctx.clone(), id.clone(), cache.clone());
             let span = crate::telemetry::span_in_context("watch poller", &cause);
-            Box::pin(
-                client
-                    .poll(ctx, id, timing, publisher, cache)
-                    .instrument(span),
-            )
+            let held = metrics.upstream_watcher_started(upstream);
+            let poll = client
+                .poll(ctx, id, timing, publisher, cache)
+                .instrument(span);
+            Box::pin(async move {
+                poll.await;
+                drop(held);
+            })
         });
         let mut rx = self.watches.subscribe(&key, start);
         first_state(&mut rx).await?;
-        let stream = watcher_stream(rx, timing, self.shutdown.clone(), rpc, P::watch_message);
+        let open = self.metrics.watcher_opened(upstream);
+        let stream = watcher_stream(rx, timing, self.shutdown.clone(), rpc, P::watch_message)
+            // The stream owns the count: it goes down when the stream ends or is dropped.
+            .map(move |message| {
+                let _open = &open;
+                message
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 

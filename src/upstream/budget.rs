@@ -23,7 +23,8 @@ pub enum Spend {
 }
 
 impl Spend {
-    fn as_str(self) -> &'static str {
+    /// The budget's name in metrics and logs: `create` or `add`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Spend::Create => "create",
             Spend::Add => "add",
@@ -123,6 +124,11 @@ impl Budgets {
             None => Arc::new(MemoryLimiter::new(idle)),
         };
         Self::new(provider, &limits, limiter, redis.cloned())
+    }
+
+    /// Whether `spend` is kept at all (a budget of 0 is off: nothing to wait for).
+    pub fn keeps(&self, spend: Spend) -> bool {
+        self.budgets.contains_key(&spend)
     }
 
     /// Waits, fairly and within `deadline`, for a slot of `spend` for `tenant`; at once

@@ -19,6 +19,8 @@ use url::Url;
 use crate::config::RetryPolicy;
 use crate::context::CallContext;
 use crate::error::{Error, Result, UpstreamFailure, UpstreamId};
+use crate::metrics::{HttpOutcome, Metrics};
+use crate::upstream::attempt::AttemptTimer;
 use crate::upstream::attempt_span::{self, attempt_span};
 use crate::upstream::budget::{Budgets, Spend};
 use crate::upstream::relay::{relayable_id, scrub};
@@ -129,6 +131,8 @@ pub struct UpstreamHttp {
     slots: Arc<Semaphore>,
     /// The upstream's own team-wide limits, kept for the whole cluster.
     budgets: Budgets,
+    /// Where each attempt's duration and the budget waits are recorded.
+    metrics: Metrics,
 }
 
 /// What bounds one upstream's use of memory and connections.
@@ -180,12 +184,19 @@ impl UpstreamHttp {
             max_body_bytes: limits.max_body_bytes,
             slots: Arc::new(Semaphore::new(limits.max_in_flight)),
             budgets: Budgets::default(),
+            metrics: Metrics::disabled(),
         })
     }
 
     /// The same client, spending `budgets` on the calls that name one.
     pub fn with_budgets(mut self, budgets: Budgets) -> Self {
         self.budgets = budgets;
+        self
+    }
+
+    /// The same client, recording its attempts and budget waits on `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -316,9 +327,15 @@ impl UpstreamHttp {
         let mut tries = 1;
         loop {
             if let Some(spend) = call.spend {
+                let waiting = Instant::now();
                 self.budgets
                     .spend(spend, &ctx.caller.tenant, deadline)
                     .await?;
+                if self.budgets.keeps(spend) {
+                    let budget = spend.as_str();
+                    self.metrics
+                        .budget_wait(self.id.provider, budget, waiting.elapsed());
+                }
             }
             let span = attempt_span(
                 &call.method,
@@ -339,6 +356,7 @@ impl UpstreamHttp {
                     // Nothing was sent, so the outcome is known: no upstream to blame.
                     Err(_) => return Err(Error::DeadlineExceeded { upstream: None }),
                 };
+                let active = self.metrics.http_active(self.id.provider);
                 let outcome = match timeout_at(deadline, attempt()).await {
                     Ok(outcome) => outcome,
                     // Dropping the attempt drops the upstream request with it.
@@ -346,7 +364,7 @@ impl UpstreamHttp {
                         upstream: Some(self.id.clone()),
                     }),
                 };
-                drop(slot);
+                drop((slot, active));
                 outcome
             }
             .instrument(span.clone())
@@ -464,8 +482,21 @@ impl UpstreamHttp {
             }
             None => {}
         }
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let mut timer = AttemptTimer::start(&self.metrics, &self.id, call);
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let kind = if error.is_connect() {
+                    "connect"
+                } else {
+                    "transport"
+                };
+                timer.finish(HttpOutcome::Failed(kind));
+                return Err(self.transport_error(&error));
+            }
+        };
         let status = response.status();
+        timer.finish(HttpOutcome::Status(status.as_u16()));
         tracing::Span::current().record("http.response.status_code", status.as_u16());
         if status.is_success() {
             return Ok(response);

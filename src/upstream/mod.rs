@@ -1,6 +1,7 @@
 //! Calling the upstream REST APIs: one shared HTTP core (`http`), and one typed
 //! client per provider with a method per REST endpoint (`sutro`, `xai`).
 
+mod attempt;
 mod attempt_span;
 pub mod base_url;
 pub mod budget;

@@ -34,6 +34,13 @@ impl XaiClient {
         }
     }
 
+    /// The same client, recording its upstream calls on `metrics`.
+    pub fn with_metrics(self, metrics: crate::metrics::Metrics) -> Self {
+        Self {
+            http: self.http.with_metrics(metrics),
+        }
+    }
+
     /// Which upstream this is.
     pub fn upstream(&self) -> &crate::error::UpstreamId {
         self.http.id()

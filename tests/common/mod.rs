@@ -2,6 +2,7 @@
 //! real tonic client over TCP. Every test gets its own pair, so tests never share state.
 #![allow(dead_code)]
 
+pub mod metrics;
 pub mod redis;
 pub mod replicas;
 
@@ -27,6 +28,7 @@ pub struct TestApp {
 pub fn test_settings(sim: &SimHandle) -> ConfigLayer {
     ConfigLayer {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         sutro_base_url: Some(sim.sutro_base_url()),
         sutro_api_key: Some(sim::DEMO_API_KEY.into()),
         xai_base_url: Some(sim.xai_base_url()),

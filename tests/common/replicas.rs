@@ -39,7 +39,15 @@ impl Replica {
             None => Command::new(binary),
         };
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
             .arg("--allow-anonymous")
             .args(args)
             .stdin(Stdio::null())

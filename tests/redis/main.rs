@@ -8,6 +8,7 @@ mod cache;
 mod hub;
 mod idempotency;
 mod ratelimit;
+mod readiness;
 mod replicas;
 mod shared_redis;
 mod status_cache;
