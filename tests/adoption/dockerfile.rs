@@ -1,6 +1,6 @@
-//! deploy/Dockerfile builds: no container engine runs here, so the crate is built from
+//! deploy/Dockerfile builds: no container engine runs here, so the crate is compiled from
 //! exactly the files its COPY lines bring into the build stage, laid out as they are
-//! there, and the test fails if that build does.
+//! there (debug, in the suite's target directory), and the test fails if that build does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -137,7 +137,19 @@ async fn the_crate_builds_from_what_the_dockerfile_copies() {
     let started = Instant::now();
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
-        .args(["build", "--locked", "--bin", "batchgate", "--quiet"])
+        // The binary's code, from the copied files only. `test --no-run` rather than
+        // `build`: it resolves features with the dev-dependencies, as the suite's own
+        // build did, so every compiled dependency is reused (a plain `build` would
+        // rebuild tokio and all above it without `test-util`), and it leaves the suite's
+        // target/debug/batchgate, which other tests run, alone.
+        .args([
+            "test",
+            "--no-run",
+            "--locked",
+            "--bin",
+            "batchgate",
+            "--quiet",
+        ])
         .current_dir(&root)
         .env("CARGO_TARGET_DIR", &target);
     // The test harness's own CARGO_PKG_NAME, CARGO_MANIFEST_DIR, OUT_DIR, … are not the
@@ -169,7 +181,7 @@ async fn the_crate_builds_from_what_the_dockerfile_copies() {
         }
     }
     run(
-        "cargo build --locked --bin batchgate, from the files deploy/Dockerfile copies",
+        "cargo test --no-run --locked --bin batchgate, from the files deploy/Dockerfile copies",
         command,
         Duration::from_secs(900),
     )
