@@ -63,9 +63,13 @@ function struct(object) {
   return { fields: Object.fromEntries(Object.entries(object).map(([k, v]) => [k, value(v)])) };
 }
 
+// SNAPSHOT, changes, FINAL; or, when the work was already done as the watch began (the
+// simulator is fast and a busy machine slow), the FINAL alone.
 function checkWatch(kinds, what) {
   assert.ok(kinds.length > 0, `${what} sent nothing`);
-  assert.equal(kinds[0], "WATCH_EVENT_KIND_SNAPSHOT", `${what}'s first message: ${kinds}`);
+  if (kinds.length > 1) {
+    assert.equal(kinds[0], "WATCH_EVENT_KIND_SNAPSHOT", `${what}'s first message: ${kinds}`);
+  }
   assert.equal(kinds.at(-1), "WATCH_EVENT_KIND_FINAL", `${what}'s last message: ${kinds}`);
   assert.equal(kinds.filter((k) => k === "WATCH_EVENT_KIND_FINAL").length, 1, `${what} sent FINAL twice: ${kinds}`);
 }
@@ -92,7 +96,7 @@ async function sutro(channelOptions, runId) {
   const final = messages.at(-1).progress;
   assert.equal(final.job_id, first.job_id);
   assert.equal(final.status, "JOB_STATUS_SUCCEEDED", `WatchJob ended with ${final.status} (${final.raw_status})`);
-  ok("watch-job", `${messages.length} messages, SNAPSHOT ... FINAL JOB_STATUS_SUCCEEDED`);
+  ok("watch-job", `${messages.length} messages: ${messages.map((m) => m.kind).join(", ")}, ${final.status}`);
   jobs.close();
 }
 
@@ -120,7 +124,7 @@ async function xai(channelOptions, runId) {
   assert.equal(last.done_reason, "DONE_REASON_COMPLETED", `WatchBatch ended with ${last.done_reason}`);
   assert.equal(Number(last.batch.state.num_requests), sent.length);
   assert.equal(Number(last.batch.state.num_pending), 0);
-  ok("watch-batch", `${messages.length} messages, SNAPSHOT ... FINAL DONE_REASON_COMPLETED`);
+  ok("watch-batch", `${messages.length} messages: ${messages.map((m) => m.kind).join(", ")}, ${last.done_reason}`);
   batches.close();
 }
 
