@@ -125,8 +125,11 @@ fn the_dockerfile_copies_parse() {
 async fn the_crate_builds_from_what_the_dockerfile_copies() {
     let repo = repo();
     let text = std::fs::read_to_string(repo.join("deploy/Dockerfile")).unwrap();
-    // A fixed place, so a second run finds its build fresh (a new path each time would
-    // build the crate again, and keep every old copy in the target directory).
+    // Cargo identifies a path package by its path relative to its workspace root, so
+    // the copy's units are the suite's own: with every file there (and `cp -a`'s
+    // modification times) the build is fresh in a second or two; a file the Dockerfile
+    // forgets makes it stale, and the rebuild fails (checked by deleting proto/ and
+    // src/sim/ from the copy). A fixed place keeps one copy, not one per run.
     let target = target_dir();
     let root = target.join("dockerfile-context");
     let _ = std::fs::remove_dir_all(&root);
