@@ -1,5 +1,11 @@
 //! Compiles `proto/` with protox (pure Rust, no system `protoc`) and writes the
 //! descriptor set that gRPC reflection serves.
+//!
+//! `proto/google/rpc/` holds googleapis' `status.proto` and `error_details.proto`,
+//! unmodified, so that reflection also serves the error details the gateway sends
+//! (BadRequest, ErrorInfo, RetryInfo, QuotaFailure). They go into the descriptor set
+//! only: their Rust types are tonic-types' own (`extern_path`), so no second copy of
+//! `google.rpc` is generated.
 
 use std::path::PathBuf;
 
@@ -21,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     tonic_prost_build::configure()
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .build_client(true)
         .build_server(true)
         .compile_fds(compiler.file_descriptor_set())?;
