@@ -1,16 +1,17 @@
-//! The in-process limiter: one `governor` GCRA bucket per tenant, class and limit, kept
-//! while in use and forgotten once idle long enough to be full again.
+//! The in-process limiter: `governor` GCRA state per tenant, one keyed limiter per class
+//! and limit; a tenant's state is dropped once its bucket is full again.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
+use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter as Governor};
-use moka::future::Cache;
 
 use super::{Class, Decision, Limit, RateLimiter};
 
@@ -29,61 +30,90 @@ impl Clock for TokioClock {
     }
 }
 
-type Bucket = Governor<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
+/// The buckets of one class and limit, by tenant. governor's own keyed store: a lock
+/// and a hash lookup per check, where a general-purpose cache cost several times that
+/// on every call (docs/BENCHMARKS.md, "What caller rate limits cost").
+type Buckets = Governor<String, HashMapStateStore<String>, TokioClock, StateInformationMiddleware>;
 
-/// A bucket's key: the limit is part of it, so a bucket never outlives a changed limit.
-type Key = (String, Class, u64, u32);
+/// What a limit's buckets are found by: the limit is part of it, so a bucket never
+/// outlives a changed limit (a tenant override is a limit of its own).
+type LimitKey = (Class, u64, u32);
+
+struct Limited {
+    buckets: Buckets,
+    /// When (clock nanos) full buckets were last dropped.
+    swept_at: AtomicU64,
+}
 
 /// GCRA buckets in this process, per tenant and class.
 #[derive(Clone)]
 pub struct MemoryLimiter {
-    buckets: Cache<Key, Arc<Bucket>>,
+    limits: Arc<RwLock<HashMap<LimitKey, Arc<Limited>>>>,
     clock: TokioClock,
+    /// How often full buckets are dropped.
+    sweep_every: Duration,
 }
 
 impl MemoryLimiter {
-    /// A limiter whose idle buckets are dropped after `refill` (the longest time any
-    /// configured bucket takes to fill up; a bucket idle that long is full anyway).
+    /// A limiter that drops the state of tenants whose buckets are full again, looking
+    /// every `refill` (the longest time any configured bucket takes to fill up).
     pub fn new(refill: Duration) -> Self {
-        // Tenants are hashes of whatever keys callers send: bound the memory they take.
-        const MAX_BUCKETS: u64 = 100_000;
         Self {
-            buckets: Cache::builder()
-                .time_to_idle(refill + Duration::from_secs(1))
-                .max_capacity(MAX_BUCKETS)
-                .build(),
+            limits: Arc::default(),
             clock: TokioClock {
                 start: tokio::time::Instant::now(),
             },
+            sweep_every: refill.max(Duration::from_secs(1)),
         }
     }
 
-    fn bucket(&self, limit: Limit) -> Option<Bucket> {
+    fn limited(&self, class: Class, limit: Limit) -> Option<Arc<Limited>> {
+        let key = (class, limit.per_second.to_bits(), limit.burst);
+        let read = self.limits.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(limited) = read.get(&key) {
+            return Some(limited.clone());
+        }
+        drop(read);
         let quota =
             Quota::with_period(limit.interval())?.allow_burst(NonZeroU32::new(limit.burst)?);
-        Some(Governor::direct_with_clock(quota, self.clock.clone()).with_middleware())
+        let mut write = self.limits.write().unwrap_or_else(PoisonError::into_inner);
+        let limited = write.entry(key).or_insert_with(|| {
+            Arc::new(Limited {
+                buckets: Governor::hashmap_with_clock(quota, self.clock.clone()).with_middleware(),
+                swept_at: AtomicU64::new(0),
+            })
+        });
+        Some(limited.clone())
+    }
+
+    /// Drops full buckets (their state is a new bucket's) once per `sweep_every`, so
+    /// tenants that stopped calling take no memory: one caller's check pays for the scan.
+    fn sweep(&self, limited: &Limited) {
+        let now = self.clock.now().as_u64();
+        let last = limited.swept_at.load(Ordering::Relaxed);
+        let every = u64::try_from(self.sweep_every.as_nanos()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last) >= every
+            && limited
+                .swept_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            limited.buckets.retain_recent();
+        }
     }
 }
 
 #[tonic::async_trait]
 impl RateLimiter for MemoryLimiter {
     async fn check(&self, tenant: &str, class: Class, limit: Limit) -> Decision {
-        let key = (
-            tenant.to_owned(),
-            class,
-            limit.per_second.to_bits(),
-            limit.burst,
-        );
-        let bucket = self
-            .buckets
-            .optionally_get_with(key, async { self.bucket(limit).map(Arc::new) })
-            .await;
         // Limits are checked when the config is resolved, so every one makes a quota.
-        let Some(bucket) = bucket else {
+        let Some(limited) = self.limited(class, limit) else {
             return Decision::unchecked(limit);
         };
         let interval = limit.interval();
-        match bucket.check() {
+        let outcome = limited.buckets.check_key(&tenant.to_owned());
+        self.sweep(&limited);
+        match outcome {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
                 Decision {
@@ -176,6 +206,21 @@ mod tests {
         assert_eq!(d.reset, Duration::from_secs(2));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(admitted(&limiter, "a", Class::Read, l, 5).await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tenants_whose_buckets_are_full_again_are_forgotten() {
+        let limiter = MemoryLimiter::new(Duration::from_secs(1));
+        let l = limit(10.0, 5);
+        for tenant in ["a", "b", "c"] {
+            assert_eq!(admitted(&limiter, tenant, Class::Read, l, 1).await, 1);
+        }
+        let limited = limiter.limited(Class::Read, l).expect("a limit");
+        assert_eq!(limited.buckets.len(), 3);
+        // Past the sweep interval, with every bucket refilled: the next check sweeps.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(admitted(&limiter, "d", Class::Read, l, 6).await, 5);
+        assert_eq!(limited.buckets.len(), 1, "only the busy tenant is kept");
     }
 
     #[tokio::test(start_paused = true)]
