@@ -79,9 +79,11 @@ impl Deadline {
     }
 }
 
-/// Time reserved for our answer to travel back: 5 % of the timeout, at most 20 ms.
+/// Time reserved for our answer to travel back: 10 % of the timeout, at most 250 ms. A
+/// fixed few milliseconds were too little on a busy machine, where the caller's own
+/// timer then fired first and it saw CANCELLED, not our DEADLINE_EXCEEDED.
 fn headroom(timeout: Duration) -> Duration {
-    (timeout / 20).min(Duration::from_millis(20))
+    (timeout / 10).min(Duration::from_millis(250))
 }
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).

@@ -465,19 +465,19 @@ async fn a_create_the_caller_gave_up_on_still_finishes_and_its_retry_gets_the_jo
     app.sim.inject(batchgate::sim::FaultRule {
         route: "POST /v1/batch-inference".into(),
         times: 1,
-        fault: batchgate::sim::Fault::Delay(Duration::from_millis(800)),
+        fault: batchgate::sim::Fault::Delay(Duration::from_millis(2_000)),
     });
     let request = pb::CreateJobRequest {
         request_id: "slow-create-1".into(),
         ..create(&["a"])
     };
     let mut first = tonic::Request::new(request.clone());
-    first.set_timeout(Duration::from_millis(300));
+    first.set_timeout(Duration::from_millis(1_000));
     let err = app.jobs.create_job(first).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
 
     // The create went on without the caller; the retry learns its job.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let retried = app.jobs.create_job(request).await.unwrap().into_inner();
     assert!(retried.replayed);
     app.jobs

@@ -288,7 +288,7 @@ async fn a_short_deadline_fails_only_its_own_caller_not_those_sharing_its_refres
     app.sim.inject(batchgate::sim::FaultRule {
         route: JOB_ROUTE.into(),
         times: 1,
-        fault: batchgate::sim::Fault::Delay(Duration::from_millis(600)),
+        fault: batchgate::sim::Fault::Delay(Duration::from_millis(2_500)),
     });
     let request = |timeout_ms| {
         let mut request = tonic::Request::new(pb::GetJobRequest {
@@ -298,7 +298,7 @@ async fn a_short_deadline_fails_only_its_own_caller_not_those_sharing_its_refres
         request
     };
     let (mut hasty, mut patient) = (app.jobs.clone(), app.jobs.clone());
-    let hasty = hasty.get_job(request(100));
+    let hasty = hasty.get_job(request(1_000));
     let patient = async {
         // Joins the refresh the hasty caller started.
         tokio::time::sleep(Duration::from_millis(30)).await;
