@@ -1,5 +1,7 @@
 //! Traces as a collector receives them over OTLP: the RPC's SERVER span in the caller's
 //! trace, one CLIENT span per upstream attempt, detached work kept in the trace, no secrets.
+//! And metrics: pushed when the gateway stops, with the counts known traffic implies and
+//! no key in any attribute.
 //!
 //! One global subscriber per process: each test installs its own, so these tests need
 //! a process each, as `cargo nextest` runs them (plain `cargo test` would fail them).
@@ -453,4 +455,165 @@ async fn rpc_dup_adds_the_older_names_health_is_untraced_and_limits_are_events()
         collector::attr(&decision.attributes, "admitted").as_deref(),
         Some("true")
     );
+}
+
+/// The metrics a collector receives when the gateway stops: the RPC and upstream
+/// durations and the cache lookups, with the counts known traffic implies, and no key
+/// (the gateway's own or a caller's) in any attribute of any resource, scope or point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_pushed_on_shutdown_with_no_secrets() {
+    // No telemetry subscriber: metrics need none, and the push is the gateway's own.
+    let (collector, endpoint) = collector::start(Protocol::Grpc).await;
+    let mut app = common::spawn_app_with(sim::SimConfig::fast(), |settings| {
+        settings.otlp_endpoint = Some(endpoint);
+        // No expiry mid-test: the second read is a hit.
+        settings.cache_live_ttl_ms = Some(60_000);
+    })
+    .await;
+
+    let job_id = common::create_job(&mut app, vec!["hello".into()]).await;
+    for _ in 0..2 {
+        app.jobs
+            .get_job(pb::GetJobRequest {
+                job_id: job_id.clone(),
+            })
+            .await
+            .expect("the job is read");
+    }
+    let err = app
+        .jobs
+        .list_jobs(common::with_key(pb::ListJobsRequest::default(), CALLER_KEY))
+        .await
+        .expect_err("a wrong key");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // An RPC is counted as its body ends, a moment after the caller has its answer:
+    // wait until the admin port shows all four, so the push has them too.
+    let admin = app.app.as_ref().expect("running").admin_addr();
+    let mut settled = false;
+    for _ in 0..100 {
+        let page = common::metrics::scrape(admin).await;
+        if page.sum("rpc_server_call_duration_seconds_count", &[]) == 4.0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(settled, "the four calls were never counted");
+    assert!(
+        collector.metric_exports().is_empty(),
+        "nothing is pushed before the interval or the shutdown"
+    );
+
+    // Stopping the gateway pushes what it has (the periodic reader's interval is 60 s).
+    let stopped = app.app.take().expect("running").shutdown();
+    tokio::time::timeout(std::time::Duration::from_secs(20), stopped)
+        .await
+        .expect("shutdown is bounded")
+        .expect("clean shutdown");
+    let exports = collector.metric_exports();
+    assert!(!exports.is_empty(), "no metrics were pushed on shutdown");
+
+    // Calls served, by method and code.
+    let rpc = collector
+        .last_metric("rpc.server.call.duration")
+        .expect("rpc.server.call.duration");
+    assert_eq!(rpc.unit, "s");
+    let rpc = collector::points(&rpc);
+    let calls = |method: &str, code: &str| -> f64 {
+        rpc.iter()
+            .filter(|p| {
+                p.has(&[
+                    ("rpc.system.name", "grpc"),
+                    ("rpc.method", method),
+                    ("rpc.response.status_code", code),
+                ])
+            })
+            .map(|p| p.value)
+            .sum()
+    };
+    let jobs = "batchgate.sutro.v1.JobService";
+    assert_eq!(calls(&format!("{jobs}/CreateJob"), "OK"), 1.0, "{rpc:?}");
+    assert_eq!(calls(&format!("{jobs}/GetJob"), "OK"), 2.0, "{rpc:?}");
+    assert_eq!(
+        calls(&format!("{jobs}/ListJobs"), "UNAUTHENTICATED"),
+        1.0,
+        "{rpc:?}"
+    );
+    assert_eq!(rpc.iter().map(|p| p.value).sum::<f64>(), 4.0, "{rpc:?}");
+
+    // Upstream attempts: the create, one read (the other is a hit), the refused list.
+    let http = collector
+        .last_metric("http.client.request.duration")
+        .expect("http.client.request.duration");
+    let http = collector::points(&http);
+    let attempts = |attributes: &[(&str, &str)]| -> f64 {
+        http.iter()
+            .filter(|p| p.has(attributes))
+            .map(|p| p.value)
+            .sum()
+    };
+    let create = [
+        ("batchgate.upstream", "sutro"),
+        ("http.request.method", "POST"),
+        ("http.route", "/batch-inference"),
+        ("http.response.status_code", "200"),
+    ];
+    assert_eq!(attempts(&create), 1.0, "{http:?}");
+    let read = [
+        ("http.request.method", "GET"),
+        ("http.route", "/jobs/{id}"),
+        ("http.response.status_code", "200"),
+    ];
+    assert_eq!(attempts(&read), 1.0, "the second read is a hit: {http:?}");
+    assert_eq!(attempts(&[("error.type", "401")]), 1.0, "{http:?}");
+    assert!(
+        http.iter()
+            .all(|p| p.attr("http.route").is_some_and(|r| !r.contains(&job_id))),
+        "ids stay out of attributes: {http:?}"
+    );
+
+    // The status cache: a miss, then a hit.
+    let lookups = collector
+        .last_metric("batchgate.cache.lookups")
+        .expect("batchgate.cache.lookups");
+    let lookups = collector::points(&lookups);
+    let lookups_of = |result: &str| -> f64 {
+        lookups
+            .iter()
+            .filter(|p| p.has(&[("batchgate.cache.result", result)]))
+            .map(|p| p.value)
+            .sum()
+    };
+    assert_eq!(lookups_of("miss"), 1.0, "{lookups:?}");
+    assert_eq!(lookups_of("hit"), 1.0, "{lookups:?}");
+
+    // The resource names the service, and no attribute anywhere holds a key.
+    let service = exports
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .filter_map(|r| r.resource.as_ref())
+        .find_map(|r| collector::attr(&r.attributes, "service.name"));
+    assert_eq!(service.as_deref(), Some("batchgate"));
+    for export in &exports {
+        let attributes = collector::metric_attributes(export);
+        assert!(!attributes.is_empty());
+        // The whole export too, names and units included.
+        let everything = format!("{export:?}");
+        for secret in [
+            sim::DEMO_API_KEY,
+            sim::XAI_DEMO_API_KEY,
+            CALLER_KEY,
+            "authorization",
+        ] {
+            let secret = secret.to_lowercase();
+            for attribute in &attributes {
+                assert!(
+                    !attribute.to_lowercase().contains(&secret),
+                    "{secret} in {attribute}"
+                );
+            }
+            assert!(!everything.to_lowercase().contains(&secret), "{secret}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! An in-process OTLP trace collector for tests: the gRPC `TraceService`, or
-//! `POST /v1/traces` with a protobuf body, keeping every span it is sent.
+//! An in-process OTLP collector for tests: the gRPC `TraceService` and `MetricsService`,
+//! or `POST /v1/traces` with a protobuf body, keeping every span and metric it is sent.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use batchgate::telemetry::{Export, Protocol, TelemetryGuard, TelemetrySettings};
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -15,6 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{Exemplar, Metric, metric::Data, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -96,6 +103,7 @@ fn render(value: &AnyValue) -> String {
 #[derive(Clone, Default)]
 pub struct Collector {
     spans: Arc<Mutex<Vec<Received>>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
 }
 
 impl Collector {
@@ -120,6 +128,151 @@ impl Collector {
     pub fn spans(&self) -> Vec<Received> {
         self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// Every metrics export received, in order.
+    pub fn metric_exports(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The metric `name` as last exported (cumulative: the latest is the total).
+    pub fn last_metric(&self, name: &str) -> Option<Metric> {
+        self.metric_exports()
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .rfind(|m| m.name == name)
+            .cloned()
+    }
+}
+
+/// One data point of a metric: its attributes, and its value (a sum's or gauge's
+/// value, a histogram's count).
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub attributes: Vec<KeyValue>,
+    pub value: f64,
+}
+
+impl Point {
+    pub fn attr(&self, key: &str) -> Option<String> {
+        attr(&self.attributes, key)
+    }
+
+    /// Whether every pair of `attributes` is among the point's.
+    pub fn has(&self, attributes: &[(&str, &str)]) -> bool {
+        attributes
+            .iter()
+            .all(|(k, v)| self.attr(k).as_deref() == Some(*v))
+    }
+}
+
+/// The data points of `metric`.
+pub fn points(metric: &Metric) -> Vec<Point> {
+    let number = |value: &Option<number_data_point::Value>| match value {
+        Some(number_data_point::Value::AsDouble(d)) => *d,
+        Some(number_data_point::Value::AsInt(i)) => *i as f64,
+        None => f64::NAN,
+    };
+    match &metric.data {
+        Some(Data::Sum(sum)) => sum
+            .data_points
+            .iter()
+            .map(|p| Point {
+                attributes: p.attributes.clone(),
+                value: number(&p.value),
+            })
+            .collect(),
+        Some(Data::Gauge(gauge)) => gauge
+            .data_points
+            .iter()
+            .map(|p| Point {
+                attributes: p.attributes.clone(),
+                value: number(&p.value),
+            })
+            .collect(),
+        Some(Data::Histogram(histogram)) => histogram
+            .data_points
+            .iter()
+            .map(|p| Point {
+                attributes: p.attributes.clone(),
+                value: p.count as f64,
+            })
+            .collect(),
+        Some(Data::ExponentialHistogram(histogram)) => histogram
+            .data_points
+            .iter()
+            .map(|p| Point {
+                attributes: p.attributes.clone(),
+                value: p.count as f64,
+            })
+            .collect(),
+        Some(Data::Summary(summary)) => summary
+            .data_points
+            .iter()
+            .map(|p| Point {
+                attributes: p.attributes.clone(),
+                value: p.count as f64,
+            })
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Every attribute of an export, as `key=value` text: the resource's, the scope's, each
+/// metric's metadata, and every data point's and exemplar's.
+pub fn metric_attributes(request: &ExportMetricsServiceRequest) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut add = |attributes: &[KeyValue]| {
+        for kv in attributes {
+            let value = kv.value.as_ref().map(render).unwrap_or_default();
+            all.push(format!("{}={value}", kv.key));
+        }
+    };
+    for resource_metrics in &request.resource_metrics {
+        if let Some(resource) = &resource_metrics.resource {
+            add(&resource.attributes);
+        }
+        for scope_metrics in &resource_metrics.scope_metrics {
+            if let Some(scope) = &scope_metrics.scope {
+                add(&scope.attributes);
+            }
+            for metric in &scope_metrics.metrics {
+                add(&metric.metadata);
+                let exemplars: Vec<&Exemplar> = match &metric.data {
+                    Some(Data::Sum(sum)) => {
+                        sum.data_points.iter().flat_map(|p| &p.exemplars).collect()
+                    }
+                    Some(Data::Gauge(gauge)) => gauge
+                        .data_points
+                        .iter()
+                        .flat_map(|p| &p.exemplars)
+                        .collect(),
+                    Some(Data::Histogram(histogram)) => histogram
+                        .data_points
+                        .iter()
+                        .flat_map(|p| &p.exemplars)
+                        .collect(),
+                    Some(Data::ExponentialHistogram(histogram)) => histogram
+                        .data_points
+                        .iter()
+                        .flat_map(|p| &p.exemplars)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for exemplar in exemplars {
+                    add(&exemplar.filtered_attributes);
+                }
+                for point in points(metric) {
+                    add(&point.attributes);
+                }
+            }
+        }
+    }
+    all
 }
 
 #[tonic::async_trait]
@@ -135,7 +288,24 @@ impl TraceService for Collector {
     }
 }
 
-/// Starts a collector speaking `protocol`; answers it and its base URL.
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Starts a collector speaking `protocol` (metrics over gRPC only); answers it and its
+/// base URL.
 pub async fn start(protocol: Protocol) -> (Collector, String) {
     let collector = Collector::default();
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -145,10 +315,12 @@ pub async fn start(protocol: Protocol) -> (Collector, String) {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     match protocol {
         Protocol::Grpc => {
-            let service = TraceServiceServer::new(collector.clone());
+            let traces = TraceServiceServer::new(collector.clone());
+            let metrics = MetricsServiceServer::new(collector.clone());
             tokio::spawn(
                 tonic::transport::Server::builder()
-                    .add_service(service)
+                    .add_service(traces)
+                    .add_service(metrics)
                     .serve_with_incoming(incoming),
             );
         }
