@@ -61,6 +61,26 @@ trait WatchMessage: prost::Message + Default + Send + 'static {
     fn outcome(&self) -> Option<(u8, String)>;
 }
 
+/// Resolves at the first Ctrl-C. The handler is in place when this returns, before the
+/// first line is printed: `tokio::signal::ctrl_c()` only installs it when first polled,
+/// and a SIGINT before that would end the process unhandled.
+#[cfg(unix)]
+fn interrupted() -> Result<impl std::future::Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| CliError::io("listening for Ctrl-C", e))?;
+    Ok(async move {
+        interrupt.recv().await;
+    })
+}
+
+#[cfg(not(unix))]
+fn interrupted() -> Result<impl std::future::Future<Output = ()>, CliError> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
 async fn follow<M: WatchMessage>(
     watched: Watched,
     id: &str,
@@ -74,7 +94,7 @@ async fn follow<M: WatchMessage>(
     };
     let mut renderer = (!json).then(|| Renderer::new(id, unit, super::stdout_is_terminal()));
     // Listening from the start: a Ctrl-C at any point ends the watch, never the job.
-    let interrupted = tokio::signal::ctrl_c();
+    let interrupted = interrupted()?;
     tokio::pin!(interrupted);
     loop {
         let message = tokio::select! {
