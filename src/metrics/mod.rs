@@ -260,12 +260,17 @@ impl Metrics {
     /// The rate limiter decided on a call of a tenant of class `tenant_class` (see
     /// [`tenant_class`]) in method class `class` (`create`, `read`…): `outcome` is
     /// `admitted`, `rejected` or `stream_cap`.
-    pub fn limiter_decision(&self, tenant_class: &'static str, class: &str, outcome: &'static str) {
+    pub fn limiter_decision(
+        &self,
+        tenant_class: &'static str,
+        class: &'static str,
+        outcome: &'static str,
+    ) {
         self.inner.limiter_decisions.add(
             1,
             &[
                 KeyValue::new("batchgate.tenant.class", tenant_class),
-                KeyValue::new("batchgate.ratelimit.class", class.to_owned()),
+                KeyValue::new("batchgate.ratelimit.class", class),
                 KeyValue::new("batchgate.ratelimit.outcome", outcome),
             ],
         );

@@ -1,16 +1,14 @@
 //! The tower layer that applies caller limits before a call reaches its service: refuses
 //! calls over a limit with RESOURCE_EXHAUSTED, and stamps `x-ratelimit-*` on the rest.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::{BoxFuture, Either};
-use http_body::{Frame, SizeHint};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::{Class, Decision, RateLimiter, RateLimits, StreamGuard, Streams, classify};
+use super::future::{Guarded, RateLimitFuture};
+use super::{Class, Decision, Method, RateLimiter, RateLimits, Streams, classify};
 use crate::context::CallContext;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -85,7 +83,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Either<S::Future, BoxFuture<'static, Result<http::Response<Body>, S::Error>>>;
+    type Future = RateLimitFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -94,80 +92,157 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         // Limits off, or a call no limit applies to: straight through, nothing allocated.
         let (Some(limits), Some(method)) = (&self.limits, classify(request.uri().path())) else {
-            return Either::Left(self.inner.call(request));
+            return RateLimitFuture::Through {
+                inner: self.inner.call(request),
+            };
         };
-        let limits = limits.clone();
-        let metrics = self.metrics.clone();
-        // The ready service goes with the call; its clone waits for the next poll_ready.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Either::Right(Box::pin(async move {
-            let tenant = tenant_of(&request);
-            let who = crate::metrics::tenant_class(request.extensions().get::<CallContext>());
-            let class = method.class.to_string();
-            let decided = |outcome| metrics.limiter_decision(who, &class, outcome);
-            let decision = match (&limits.limiter, limits.policy.limit(&tenant, method.class)) {
-                (Some(limiter), Some(limit)) => {
-                    Some(limiter.check(&tenant, method.class, limit).await)
-                }
-                _ => None,
-            };
-            if let Some(decision) = &decision {
-                // An event on the RPC's span (polled inside it); the tenant is on the span.
-                tracing::debug!(
-                    admitted = decision.admitted,
-                    class = ?method.class,
-                    remaining = decision.remaining,
-                    retry_after_ms = decision.retry_after.as_millis() as u64,
-                    "rate limit"
-                );
+        let context = request.extensions().get::<CallContext>();
+        // The tenant the caller layer (outside) identified; a call it refused never gets here.
+        let tenant = context.map_or(ANONYMOUS, |context| context.caller.tenant.as_str());
+        let judge = Judge {
+            metrics: &self.metrics,
+            who: crate::metrics::tenant_class(context),
+            method,
+        };
+        let limit = limits.policy.limit(tenant, method.class);
+        // An in-process limiter decides here, so the common call costs no allocation and
+        // no extra future; Redis, and a stream's place under the cap, are awaited below.
+        let now = match (&limits.limiter, limit) {
+            (Some(limiter), Some(limit)) => {
+                limiter.check_now(tenant, method.class, limit).map(Some)
             }
-            if let Some(decision) = decision.filter(|d| !d.admitted) {
-                decided("rejected");
-                return Ok(refused(&tenant, method.class, &decision));
-            }
-            let guard = match (&limits.streams, method.stream) {
-                (Some(streams), true) => match streams.try_open(&tenant) {
-                    Some(guard) => Some(guard),
-                    None => {
-                        decided("stream_cap");
-                        return Ok(too_many_streams(
-                            &tenant,
-                            method.class,
-                            streams.cap(),
-                            decision,
-                        ));
-                    }
+            _ => Some(None),
+        };
+        let capped = method.stream && limits.streams.is_some();
+        match now {
+            Some(decision) if !capped => match judge.rate(decision) {
+                Verdict::Refused(decision) => RateLimitFuture::Refused {
+                    answer: futures_util::future::ready(Ok(refused(
+                        tenant,
+                        method.class,
+                        &decision,
+                    ))),
                 },
-                _ => None,
-            };
-            if decision.is_some() || guard.is_some() {
-                decided("admitted");
+                Verdict::Unlimited => RateLimitFuture::Through {
+                    inner: self.inner.call(request),
+                },
+                Verdict::Admitted(decision) => {
+                    judge.decided("admitted");
+                    RateLimitFuture::Stamped {
+                        inner: self.inner.call(request),
+                        decision,
+                    }
+                }
+            },
+            now => {
+                let (limits, metrics, who) = (limits.clone(), self.metrics.clone(), judge.who);
+                let tenant = tenant.to_owned();
+                // The ready service goes with the call; its clone waits for the next poll_ready.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                RateLimitFuture::Waiting {
+                    future: Box::pin(async move {
+                        let judge = Judge {
+                            metrics: &metrics,
+                            who,
+                            method,
+                        };
+                        let decision = match (now, &limits.limiter, limit) {
+                            (Some(decision), _, _) => decision,
+                            (None, Some(limiter), Some(limit)) => {
+                                Some(limiter.check(&tenant, method.class, limit).await)
+                            }
+                            (None, _, _) => None,
+                        };
+                        let decision = match judge.rate(decision) {
+                            Verdict::Unlimited => None,
+                            Verdict::Admitted(decision) => Some(decision),
+                            Verdict::Refused(decision) => {
+                                return Ok(refused(&tenant, method.class, &decision));
+                            }
+                        };
+                        let guard = match (&limits.streams, method.stream) {
+                            (Some(streams), true) => match streams.try_open(&tenant) {
+                                Some(guard) => Some(guard),
+                                None => {
+                                    judge.decided("stream_cap");
+                                    return Ok(too_many_streams(
+                                        &tenant,
+                                        method.class,
+                                        streams.cap(),
+                                        decision,
+                                    ));
+                                }
+                            },
+                            _ => None,
+                        };
+                        if decision.is_some() || guard.is_some() {
+                            judge.decided("admitted");
+                        }
+                        let mut response = inner.call(request).await?;
+                        if let Some(decision) = decision {
+                            decision.annotate(response.headers_mut());
+                        }
+                        Ok(match guard {
+                            Some(guard) => response.map(|body| {
+                                Body::new(Guarded {
+                                    body,
+                                    _guard: guard,
+                                })
+                            }),
+                            None => response,
+                        })
+                    }),
+                }
             }
-            let mut response = inner.call(request).await?;
-            if let Some(decision) = decision {
-                decision.annotate(response.headers_mut());
-            }
-            Ok(match guard {
-                Some(guard) => response.map(|body| {
-                    Body::new(Guarded {
-                        body,
-                        _guard: guard,
-                    })
-                }),
-                None => response,
-            })
-        }))
+        }
     }
 }
 
-/// The tenant a call is limited as: the one the caller layer put in its context (a call
-/// it refused never gets here).
-fn tenant_of<B>(request: &http::Request<B>) -> String {
-    request.extensions().get::<CallContext>().map_or_else(
-        || ANONYMOUS.to_owned(),
-        |context| context.caller.tenant.clone(),
-    )
+/// Counts and traces one call's limiter outcomes.
+struct Judge<'a> {
+    metrics: &'a Metrics,
+    who: &'static str,
+    method: Method,
+}
+
+impl Judge<'_> {
+    fn decided(&self, outcome: &'static str) {
+        self.metrics
+            .limiter_decision(self.who, self.method.class.as_str(), outcome);
+    }
+
+    /// What the rate decision, if a limit applied, makes of the call. A refusal is
+    /// counted here; an admission by the caller, once nothing else refuses the call.
+    fn rate(&self, decision: Option<Decision>) -> Verdict {
+        let Some(decision) = decision else {
+            return Verdict::Unlimited;
+        };
+        // An event on the RPC's span (the call is inside it); the tenant is on the span.
+        tracing::debug!(
+            admitted = decision.admitted,
+            class = self.method.class.as_str(),
+            remaining = decision.remaining,
+            retry_after_ms = decision.retry_after.as_millis() as u64,
+            "rate limit"
+        );
+        if decision.admitted {
+            Verdict::Admitted(decision)
+        } else {
+            self.decided("rejected");
+            Verdict::Refused(decision)
+        }
+    }
+}
+
+/// A call's rate decision, as the layer acts on it.
+enum Verdict {
+    /// No rate limit applies.
+    Unlimited,
+    /// Admitted: the decision is stamped on the answer.
+    Admitted(Decision),
+    /// Over the limit: answered with RESOURCE_EXHAUSTED.
+    Refused(Decision),
 }
 
 /// The answer to a call over its rate limit: the gateway's error, plus the headers.
@@ -214,38 +289,14 @@ fn subject(tenant: &str, class: Class) -> String {
     format!("tenant:{tenant}/class:{class}")
 }
 
-/// A stream's body holding its place under the stream cap until it is dropped.
-struct Guarded {
-    body: Body,
-    _guard: StreamGuard,
-}
-
-impl http_body::Body for Guarded {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::convert::Infallible;
+    use std::pin::Pin;
     use std::time::Duration;
 
+    use http_body::Frame;
     use tonic::Code;
     use tonic_types::StatusExt;
     use tower::ServiceExt;

@@ -106,6 +106,17 @@ impl MemoryLimiter {
 #[tonic::async_trait]
 impl RateLimiter for MemoryLimiter {
     async fn check(&self, tenant: &str, class: Class, limit: Limit) -> Decision {
+        self.decide(tenant, class, limit)
+    }
+
+    fn check_now(&self, tenant: &str, class: Class, limit: Limit) -> Option<Decision> {
+        Some(self.decide(tenant, class, limit))
+    }
+}
+
+impl MemoryLimiter {
+    /// Counts one call against the tenant's bucket: a lock and a lookup, never a wait.
+    pub(super) fn decide(&self, tenant: &str, class: Class, limit: Limit) -> Decision {
         // Limits are checked when the config is resolved, so every one makes a quota.
         let Some(limited) = self.limited(class, limit) else {
             return Decision::unchecked(limit);

@@ -2,6 +2,7 @@
 //! tenant. A limiter trait with `memory` (governor) and `redis` (one Lua script) backends.
 
 mod class;
+mod future;
 mod layer;
 mod memory;
 mod policy;
@@ -9,6 +10,7 @@ mod redis;
 mod streams;
 
 pub use class::{Class, Method, Service, classify};
+pub use future::RateLimitFuture;
 pub use layer::{RateLimitLayer, RateLimitService};
 pub use memory::MemoryLimiter;
 pub use policy::{ClassSettings, Limit, LimitSetting, RateLimits, RedisDown};
@@ -80,6 +82,12 @@ fn ceil_secs(duration: Duration) -> u64 {
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one call of `tenant` in `class` against `limit`, if it is admitted.
     async fn check(&self, tenant: &str, class: Class, limit: Limit) -> Decision;
+
+    /// The same check, when this limiter can make it without waiting (its state is in
+    /// this process); `None` when it has to ask elsewhere, and nothing was counted.
+    fn check_now(&self, _tenant: &str, _class: Class, _limit: Limit) -> Option<Decision> {
+        None
+    }
 }
 
 /// The limiter `config` asks for: on `redis` when there is one (shared by every
