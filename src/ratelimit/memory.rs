@@ -1,5 +1,5 @@
-//! The in-process limiter: `governor` GCRA state per tenant, one keyed limiter per class
-//! and limit; a tenant's state is dropped once its bucket is full again.
+//! The in-process limiter: a `governor` GCRA bucket per tenant, class and limit; a
+//! tenant's bucket is dropped once it is full again.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -8,10 +8,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use governor::clock::Clock;
-use governor::middleware::StateInformationMiddleware;
+use governor::middleware::{StateInformationMiddleware, StateSnapshot};
 use governor::nanos::Nanos;
-use governor::state::keyed::HashMapStateStore;
-use governor::{Quota, RateLimiter as Governor};
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{NotUntil, Quota, RateLimiter as Governor};
 
 use super::{Class, Decision, Limit, RateLimiter};
 
@@ -30,18 +30,28 @@ impl Clock for TokioClock {
     }
 }
 
-/// The buckets of one class and limit, by tenant. governor's own keyed store: a lock
-/// and a hash lookup per check, where a general-purpose cache cost several times that
-/// on every call (docs/BENCHMARKS.md, "What caller rate limits cost").
-type Buckets = Governor<String, HashMapStateStore<String>, TokioClock, StateInformationMiddleware>;
+/// One tenant's GCRA bucket: governor's direct limiter (its state is one atomic).
+type Bucket = Governor<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
 
 /// What a limit's buckets are found by: the limit is part of it, so a bucket never
 /// outlives a changed limit (a tenant override is a limit of its own).
 type LimitKey = (Class, u64, u32);
 
+struct TenantBucket {
+    bucket: Bucket,
+    /// When (clock nanos) it was last checked: a bucket left alone for a whole refill
+    /// is full, the same as a new one, and can be dropped.
+    used_at: AtomicU64,
+}
+
+/// The buckets of one class and limit, by tenant. Found under a read lock by the
+/// tenant's `&str` (no allocation, no waiting on the other cores); the write lock is
+/// taken only for a tenant's first call and for the sweep (docs/BENCHMARKS.md, "What
+/// caller rate limits cost").
 struct Limited {
-    buckets: Buckets,
-    /// When (clock nanos) full buckets were last dropped.
+    quota: Quota,
+    tenants: RwLock<HashMap<String, TenantBucket>>,
+    /// When (clock nanos) idle buckets were last dropped.
     swept_at: AtomicU64,
 }
 
@@ -50,7 +60,8 @@ struct Limited {
 pub struct MemoryLimiter {
     limits: Arc<RwLock<HashMap<LimitKey, Arc<Limited>>>>,
     clock: TokioClock,
-    /// How often full buckets are dropped.
+    /// How long a bucket may stay unchecked before it is dropped, and how often that
+    /// is looked at: at least the longest time any configured bucket takes to fill up.
     sweep_every: Duration,
 }
 
@@ -79,17 +90,51 @@ impl MemoryLimiter {
         let mut write = self.limits.write().unwrap_or_else(PoisonError::into_inner);
         let limited = write.entry(key).or_insert_with(|| {
             Arc::new(Limited {
-                buckets: Governor::hashmap_with_clock(quota, self.clock.clone()).with_middleware(),
+                quota,
+                tenants: RwLock::default(),
                 swept_at: AtomicU64::new(0),
             })
         });
         Some(limited.clone())
     }
 
-    /// Drops full buckets (their state is a new bucket's) once per `sweep_every`, so
-    /// tenants that stopped calling take no memory: one caller's check pays for the scan.
-    fn sweep(&self, limited: &Limited) {
-        let now = self.clock.now().as_u64();
+    /// Counts one call against `tenant`'s bucket of `limited`.
+    fn check_bucket(
+        &self,
+        limited: &Limited,
+        tenant: &str,
+        now: u64,
+    ) -> Result<StateSnapshot, NotUntil<Nanos>> {
+        let check = |bucket: &TenantBucket| {
+            bucket.used_at.store(now, Ordering::Relaxed);
+            bucket.bucket.check()
+        };
+        let read = limited
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = read.get(tenant) {
+            return check(bucket);
+        }
+        drop(read);
+        let mut write = limited
+            .tenants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let bucket = write
+            .entry(tenant.to_owned())
+            .or_insert_with(|| TenantBucket {
+                bucket: Governor::direct_with_clock(limited.quota, self.clock.clone())
+                    .with_middleware(),
+                used_at: AtomicU64::new(now),
+            });
+        check(bucket)
+    }
+
+    /// Drops buckets left unchecked for `sweep_every` (they are full again) once per
+    /// `sweep_every`, so tenants that stopped calling take no memory: one caller's
+    /// check pays for the scan.
+    fn sweep(&self, limited: &Limited, now: u64) {
         let last = limited.swept_at.load(Ordering::Relaxed);
         let every = u64::try_from(self.sweep_every.as_nanos()).unwrap_or(u64::MAX);
         if now.saturating_sub(last) >= every
@@ -98,32 +143,27 @@ impl MemoryLimiter {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            limited.buckets.retain_recent();
+            limited
+                .tenants
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, bucket| {
+                    now.saturating_sub(bucket.used_at.load(Ordering::Relaxed)) < every
+                });
         }
     }
-}
 
-#[tonic::async_trait]
-impl RateLimiter for MemoryLimiter {
-    async fn check(&self, tenant: &str, class: Class, limit: Limit) -> Decision {
-        self.decide(tenant, class, limit)
-    }
-
-    fn check_now(&self, tenant: &str, class: Class, limit: Limit) -> Option<Decision> {
-        Some(self.decide(tenant, class, limit))
-    }
-}
-
-impl MemoryLimiter {
-    /// Counts one call against the tenant's bucket: a lock and a lookup, never a wait.
+    /// Counts one call against the tenant's bucket: a lookup under a read lock and one
+    /// atomic update, never a wait.
     pub(super) fn decide(&self, tenant: &str, class: Class, limit: Limit) -> Decision {
         // Limits are checked when the config is resolved, so every one makes a quota.
         let Some(limited) = self.limited(class, limit) else {
             return Decision::unchecked(limit);
         };
         let interval = limit.interval();
-        let outcome = limited.buckets.check_key(&tenant.to_owned());
-        self.sweep(&limited);
+        let now = self.clock.now().as_u64();
+        let outcome = self.check_bucket(&limited, tenant, now);
+        self.sweep(&limited, now);
         match outcome {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
@@ -148,6 +188,17 @@ impl MemoryLimiter {
                 }
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimiter for MemoryLimiter {
+    async fn check(&self, tenant: &str, class: Class, limit: Limit) -> Decision {
+        self.decide(tenant, class, limit)
+    }
+
+    fn check_now(&self, tenant: &str, class: Class, limit: Limit) -> Option<Decision> {
+        Some(self.decide(tenant, class, limit))
     }
 }
 
@@ -227,11 +278,15 @@ mod tests {
             assert_eq!(admitted(&limiter, tenant, Class::Read, l, 1).await, 1);
         }
         let limited = limiter.limited(Class::Read, l).expect("a limit");
-        assert_eq!(limited.buckets.len(), 3);
+        assert_eq!(limited.tenants.read().unwrap().len(), 3);
         // Past the sweep interval, with every bucket refilled: the next check sweeps.
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(admitted(&limiter, "d", Class::Read, l, 6).await, 5);
-        assert_eq!(limited.buckets.len(), 1, "only the busy tenant is kept");
+        assert_eq!(
+            limited.tenants.read().unwrap().len(),
+            1,
+            "only the busy tenant is kept"
+        );
     }
 
     #[tokio::test(start_paused = true)]
