@@ -10,6 +10,7 @@
 //    being the page's own address and BATCHGATE_KEY the key the page sends.
 // 3. Prints one `result <name> <json>` line per gateway: the page's outcome, plus
 //    `corsBlocked` (whether Chromium logged a CORS refusal).
+// BATCHGATE_BROWSER_SCREENSHOTS=1 also saves `<name>.png` of each page in the build folder.
 // Everything is bounded in time; Chromium is closed on every way out.
 "use strict";
 
