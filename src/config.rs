@@ -9,6 +9,7 @@ use url::Url;
 
 use std::collections::BTreeMap;
 
+use crate::cors::CorsOrigins;
 use crate::ratelimit::{ClassSettings, RateLimits, RedisDown};
 use crate::shared_redis::RedisTarget;
 use crate::tenant::{Admission, Secret, Tenants};
@@ -151,6 +152,13 @@ pub struct ConfigLayer {
     /// upstream calls, cache result) [default: true].
     #[arg(long, env = "BATCHGATE_ACCESS_LOG", num_args = 0..=1, default_missing_value = "true")]
     pub access_log: Option<bool>,
+
+    /// Web origins whose pages may call the gateway with gRPC-Web (CORS), comma-separated
+    /// `scheme://host[:port]`, e.g. `https://console.example.com`; `*` alone lets every
+    /// page call. Unset or empty: no cross-origin access, so browsers refuse other
+    /// origins' pages [default: none].
+    #[arg(long, env = "BATCHGATE_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Option<Vec<String>>,
 
     /// OTLP endpoint for traces and metrics, e.g. `http://otel-collector:4317`: a shorthand
     /// for `OTEL_EXPORTER_OTLP_ENDPOINT`. Unset (and no `OTEL_EXPORTER_OTLP_*ENDPOINT`): no export.
@@ -318,6 +326,7 @@ impl ConfigLayer {
             drain_timeout_ms,
             log_format,
             access_log,
+            cors_allowed_origins,
             otlp_endpoint,
             redis_url,
             redis_cluster_nodes,
@@ -420,6 +429,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Whether each call ends with an access line.
     pub access_log: bool,
+    /// Which web pages may call with gRPC-Web from another origin.
+    pub cors: CorsOrigins,
     /// OTLP endpoint.
     pub otlp_endpoint: Option<String>,
     /// Redis for shared state; `None`: in-process backends.
@@ -597,6 +608,7 @@ impl Config {
             drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),
             log_format: layer.log_format.unwrap_or_default(),
             access_log: layer.access_log.unwrap_or(true),
+            cors: CorsOrigins::resolve(layer.cors_allowed_origins.as_deref().unwrap_or_default())?,
             otlp_endpoint: layer.otlp_endpoint.filter(|e| !e.is_empty()),
             redis,
             redis_timeout: ms(layer.redis_timeout_ms.unwrap_or(250).max(1)),
@@ -777,6 +789,45 @@ mod tests {
             let layer: ConfigLayer = toml::from_str(half).unwrap();
             let error = Config::resolve(layer).unwrap_err();
             assert!(error.0.contains("tls_"), "{half}: {}", error.0);
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_off_by_default_and_checked() {
+        assert_eq!(Config::embedded().cors, CorsOrigins::None);
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            layer: ConfigLayer,
+        }
+        let flags = <Flags as clap::Parser>::try_parse_from([
+            "batchgate",
+            "--cors-allowed-origins",
+            "http://127.0.0.1:8080,https://Console.example.com",
+        ])
+        .unwrap();
+        let file: ConfigLayer = toml::from_str("cors_allowed_origins = [\"*\"]\n").unwrap();
+        let config = Config::resolve(flags.layer.over(file.clone())).unwrap();
+        assert_eq!(
+            config.cors,
+            CorsOrigins::List(vec![
+                "http://127.0.0.1:8080".into(),
+                "https://console.example.com".into()
+            ])
+        );
+        assert_eq!(Config::resolve(file).unwrap().cors, CorsOrigins::Any);
+        for bad in [
+            "cors_allowed_origins = [\"https://console.example.com/app\"]",
+            "cors_allowed_origins = [\"*\", \"https://console.example.com\"]",
+            "cors_allowed_origins = [\"console.example.com\"]",
+        ] {
+            let layer: ConfigLayer = toml::from_str(bad).unwrap();
+            let error = Config::resolve(layer).unwrap_err();
+            assert!(
+                error.0.starts_with("cors_allowed_origins: "),
+                "{bad}: {}",
+                error.0
+            );
         }
     }
 

@@ -10,6 +10,7 @@ pub mod codec_errors;
 pub mod config;
 pub mod context;
 pub mod convert;
+pub mod cors;
 pub mod deadline;
 pub mod error;
 pub mod health;

@@ -1,5 +1,6 @@
 //! Builds and runs the gRPC server: services, health, reflection (v1 and v1alpha),
-//! grpc-web, per-RPC spans, the admin port's metrics and probes, and graceful shutdown.
+//! grpc-web (and CORS for other origins' pages), per-RPC spans, the admin port's metrics
+//! and probes, and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -273,6 +274,9 @@ impl App {
             .initial_stream_window_size(HTTP2_STREAM_WINDOW)
             .initial_connection_window_size(connection_window(config.http2_max_concurrent_streams))
             .accept_http1(true)
+            // Outside grpc-web and the routes: a preflight is plain HTTP, answered here;
+            // no layer at all (not a refusing one) when no origin is allowed.
+            .layer(tower::util::option_layer(config.cors.layer()))
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside grpc-web, which hides the status in its body; outside the decode-error
             // rewrite and the caller layer, so it logs the codes callers get.

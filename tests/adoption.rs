@@ -1,13 +1,16 @@
 //! What a team adopting batchgate relies on beyond the Rust API: the error-detail protos
-//! served by reflection, buf lint and format of `proto/`, a Node client, and the files in
+//! served by reflection, buf lint and format of `proto/`, a Node client, a web page in
+//! Chromium calling with gRPC-Web from another origin, and the files in
 //! `deploy/` (Dockerfile, compose, Kubernetes).
 //!
 //! External tools come from setup scripts that tests/run.sh runs first:
-//! `tests/node/setup.sh` (Node packages and buf) and `tests/tools/setup.sh`
+//! `tests/node/setup.sh` (Node packages, buf and Chromium) and `tests/tools/setup.sh`
 //! (kubernetes-validate). A missing tool fails its test with the command that installs it.
 
 mod common;
 
+#[path = "adoption/browser.rs"]
+mod browser;
 #[path = "adoption/buf.rs"]
 mod buf;
 #[path = "adoption/compose.rs"]

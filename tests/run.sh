@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: sets up what the tests need (redis-server, a
-# Python venv for the interop clients, Node packages and buf, kubernetes-validate), checks
-# formatting and lints, then runs every test.
+# Python venv for the interop clients, Node packages, buf and chromium,
+# kubernetes-validate), checks formatting and lints, then runs every test.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -47,7 +47,7 @@ bash tests/interop/setup.sh
 export BATCHGATE_INTEROP_PYTHON="$repo/.venv-interop/bin/python"
 export BATCHGATE_PY_STUBS="$repo/target/interop-py"
 
-step "Node packages and buf for tests/adoption.rs (tests/node/setup.sh; installs nodejs and npm if missing)"
+step "Node packages, buf and chromium for tests/adoption.rs (tests/node/setup.sh; installs nodejs, npm and chromium if missing)"
 bash tests/node/setup.sh
 
 step "kubernetes-validate for tests/adoption.rs (tests/tools/setup.sh)"

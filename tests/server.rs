@@ -1,9 +1,11 @@
 //! The server around the services: who may call, TLS and mutual TLS, health, reflection
-//! (v1 and v1alpha), the embedded defaults of `batchgate serve`, and graceful shutdown.
+//! (v1 and v1alpha), CORS for gRPC-Web pages, the embedded defaults of `batchgate serve`, and graceful shutdown.
 
 #[path = "server/callers.rs"]
 mod callers;
 mod common;
+#[path = "server/cors.rs"]
+mod cors;
 #[path = "server/dashboard.rs"]
 mod dashboard;
 #[path = "server/logs.rs"]
