@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod access_log;
 pub mod cache;
+pub mod call_end;
 pub mod caller;
 pub mod cli;
 pub mod codec_errors;

@@ -13,8 +13,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 use crate::accept::BackoffIncoming;
-use crate::access_log::AccessLogLayer;
 use crate::cache;
+use crate::call_end::CallEndLayer;
 use crate::caller::{CallerLayer, Callers};
 use crate::codec_errors::DecodeErrorsLayer;
 use crate::config::{Config, MAX_MESSAGE_BYTES};
@@ -32,7 +32,6 @@ use crate::services::core::Backends;
 use crate::services::jobs::JobsService;
 use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
-use crate::telemetry::rpc::RpcStatusLayer;
 use crate::tenant::Secret;
 use crate::tls;
 use crate::tls_incoming::TlsIncoming;
@@ -279,10 +278,9 @@ impl App {
             .layer(tower::util::option_layer(config.cors.layer()))
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside grpc-web, which hides the status in its body; outside the decode-error
-            // rewrite and the caller layer, so it logs the codes callers get.
-            .layer(AccessLogLayer::new(config.access_log).with_metrics(metrics.clone()))
-            // Beside the access log, and like it seeing the codes callers get.
-            .layer(RpcStatusLayer)
+            // rewrite and the caller layer, so the span, metric and access line all see
+            // the codes callers get.
+            .layer(CallEndLayer::new(config.access_log, metrics.clone()))
             // Inside grpc-web, so its callers get the same codes as gRPC's.
             .layer(DecodeErrorsLayer)
             // Before every handler: a call without a good credential ends here.

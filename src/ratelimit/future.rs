@@ -5,12 +5,24 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use futures_util::future::{BoxFuture, Ready};
+use futures_util::future::BoxFuture;
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::body::Body;
 
-use super::{Decision, StreamGuard};
+use super::{Class, Decision, StreamGuard};
+
+/// The decision as an event on the RPC's span (the tenant is on the span). Emitted when
+/// the call's future is polled, which tonic does inside the span; its `call` is not.
+pub(super) fn trace_decision(class: Class, decision: &Decision) {
+    tracing::debug!(
+        admitted = decision.admitted,
+        class = class.as_str(),
+        remaining = decision.remaining,
+        retry_after_ms = decision.retry_after.as_millis() as u64,
+        "rate limit"
+    );
+}
 
 pin_project! {
     /// The answer of [`RateLimitService`]: only a decision that waits, or a stream under
@@ -20,9 +32,9 @@ pin_project! {
         /// No limit applies: the inner call as it is.
         Through { #[pin] inner: F },
         /// Admitted at once: the inner call, its answer stamped with the decision.
-        Stamped { #[pin] inner: F, decision: Decision },
+        Stamped { #[pin] inner: F, decision: Decision, class: Class, traced: bool },
         /// Refused at once.
-        Refused { #[pin] answer: Ready<Result<http::Response<Body>, E>> },
+        Refused { answer: Option<http::Response<Body>>, decision: Decision, class: Class },
         /// A decision that waits on Redis, or a stream holding a place under the cap.
         Waiting { future: BoxFuture<'static, Result<http::Response<Body>, E>> },
     }
@@ -37,12 +49,31 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             RateLimitFutureProj::Through { inner } => inner.poll(cx),
-            RateLimitFutureProj::Stamped { inner, decision } => {
+            RateLimitFutureProj::Stamped {
+                inner,
+                decision,
+                class,
+                traced,
+            } => {
+                if !std::mem::replace(traced, true) {
+                    trace_decision(*class, decision);
+                }
                 let mut response = ready!(inner.poll(cx))?;
                 decision.annotate(response.headers_mut());
                 Poll::Ready(Ok(response))
             }
-            RateLimitFutureProj::Refused { answer } => answer.poll(cx),
+            RateLimitFutureProj::Refused {
+                answer,
+                decision,
+                class,
+            } => match answer.take() {
+                Some(answer) => {
+                    trace_decision(*class, decision);
+                    Poll::Ready(Ok(answer))
+                }
+                // Polled again after it answered.
+                None => Poll::Pending,
+            },
             RateLimitFutureProj::Waiting { future } => future.as_mut().poll(cx),
         }
     }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::future::{Guarded, RateLimitFuture};
+use super::future::{Guarded, RateLimitFuture, trace_decision};
 use super::{Class, Decision, Method, RateLimiter, RateLimits, Streams, classify};
 use crate::context::CallContext;
 use crate::error::Error;
@@ -117,11 +117,9 @@ where
         match now {
             Some(decision) if !capped => match judge.rate(decision) {
                 Verdict::Refused(decision) => RateLimitFuture::Refused {
-                    answer: futures_util::future::ready(Ok(refused(
-                        tenant,
-                        method.class,
-                        &decision,
-                    ))),
+                    answer: Some(refused(tenant, method.class, &decision)),
+                    decision,
+                    class: method.class,
                 },
                 Verdict::Unlimited => RateLimitFuture::Through {
                     inner: self.inner.call(request),
@@ -131,6 +129,8 @@ where
                     RateLimitFuture::Stamped {
                         inner: self.inner.call(request),
                         decision,
+                        class: method.class,
+                        traced: false,
                     }
                 }
             },
@@ -154,6 +154,9 @@ where
                             }
                             (None, _, _) => None,
                         };
+                        if let Some(decision) = &decision {
+                            trace_decision(method.class, decision);
+                        }
                         let decision = match judge.rate(decision) {
                             Verdict::Unlimited => None,
                             Verdict::Admitted(decision) => Some(decision),
@@ -218,14 +221,6 @@ impl Judge<'_> {
         let Some(decision) = decision else {
             return Verdict::Unlimited;
         };
-        // An event on the RPC's span (the call is inside it); the tenant is on the span.
-        tracing::debug!(
-            admitted = decision.admitted,
-            class = self.method.class.as_str(),
-            remaining = decision.remaining,
-            retry_after_ms = decision.retry_after.as_millis() as u64,
-            "rate limit"
-        );
         if decision.admitted {
             Verdict::Admitted(decision)
         } else {

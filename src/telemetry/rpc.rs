@@ -1,15 +1,9 @@
 //! The SERVER span of one RPC, after the stable OpenTelemetry RPC conventions (semconv
-//! 1.40+), and the layer that records the call's gRPC status on it when the call ends.
+//! 1.40+), and how the call's gRPC status is recorded on it when the call ends.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
-use tower::{Layer, Service};
 use tracing::field::Empty;
 
 use crate::metrics::code_name;
@@ -30,7 +24,8 @@ pub(super) fn set_conventions(dup: bool, trace_health: bool) {
 }
 
 /// The span of one RPC, a child of the caller's W3C trace context if it sent one. The
-/// `tenant` field is recorded by the caller layer, the status by [`RpcStatusLayer`].
+/// `tenant` field is recorded by the caller layer, the status by the call-end layer
+/// ([`crate::call_end`]).
 pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     let path = request.uri().path();
     if !TRACE_HEALTH.load(Ordering::Relaxed) && HEALTH.iter().any(|p| path.starts_with(p)) {
@@ -82,128 +77,12 @@ fn server_address(request: &http::Request<()>) -> (Option<&str>, Option<u16>) {
     }
 }
 
-/// Records the gRPC status of each call on its span, once the status is known (a
-/// stream's ends with its body).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcStatusLayer;
-
-impl<S> Layer<S> for RpcStatusLayer {
-    type Service = RpcStatusService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcStatusService { inner }
-    }
-}
-
-/// The service of [`RpcStatusLayer`].
-#[derive(Debug, Clone)]
-pub struct RpcStatusService<S> {
-    inner: S,
-}
-
-impl<S, B> Service<http::Request<B>> for RpcStatusService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            // Polled inside the RPC's span (tonic enters it around this future).
-            let span = tracing::Span::current();
-            let response = call.await?;
-            if span.is_none() {
-                return Ok(response);
-            }
-            let (parts, body) = response.into_parts();
-            let mut status = StatusBody {
-                inner: body,
-                span,
-                done: false,
-            };
-            if let Some(code) = crate::access_log::code_in_head(&parts) {
-                status.finish(code);
-            }
-            Ok(http::Response::from_parts(
-                parts,
-                tonic::body::Body::new(status),
-            ))
-        })
-    }
-}
-
-/// The response body, holding the span open until the status is sent.
-struct StatusBody {
-    inner: tonic::body::Body,
-    span: tracing::Span,
-    done: bool,
-}
-
-impl StatusBody {
-    fn finish(&mut self, code: Code) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
-        record_status(&self.span, code);
-        // Let go of the span: it ends (and is exported) with the last reference.
-        self.span = tracing::Span::none();
-    }
-}
-
-impl Drop for StatusBody {
-    fn drop(&mut self) {
-        // Dropped before a status was sent: the caller went away.
-        self.finish(Code::Cancelled);
-    }
-}
-
-impl Body for StatusBody {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(code) = frame
-                    .trailers_ref()
-                    .and_then(crate::access_log::code_in_headers)
-                {
-                    this.finish(code);
-                }
-            }
-            Poll::Ready(Some(Err(status))) => this.finish(status.code()),
-            // An end without a status is a cut call: `Drop` says CANCELLED.
-            Poll::Ready(None) | Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// The status attributes, and span status Error for the codes the conventions name
 /// as server errors (the others are the caller's doing, not the server's).
-fn record_status(span: &tracing::Span, code: Code) {
+pub(crate) fn record_status(span: &tracing::Span, code: Code) {
+    if span.is_none() {
+        return;
+    }
     let name = code_name(code);
     span.record("rpc.response.status_code", name);
     if DUP.load(Ordering::Relaxed) {
