@@ -1,11 +1,13 @@
 //! The caller layer: who is calling, until when, and with which upstream key, worked
 //! out once per call before any handler runs and put in the request's extensions.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use pin_project_lite::pin_project;
 use tonic::metadata::MetadataMap;
 use tower::{Layer, Service};
 
@@ -104,29 +106,29 @@ pub struct CallerService<S> {
 impl<S, B> Service<http::Request<B>> for CallerService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, std::result::Result<Self::Response, Self::Error>>;
+    type Future = CallerFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let metadata = MetadataMap::from_headers(request.headers().clone());
+        // Borrowed as metadata and put back: the headers are not copied.
+        let metadata = MetadataMap::from_headers(std::mem::take(request.headers_mut()));
         // tonic puts the connection's info in every request's extensions; only a TLS
         // connection's carries a client certificate.
         let peer = request
             .extensions()
             .get::<TlsPeer>()
             .and_then(|info| info.identity.clone());
-        let tenant = match self
+        let context = self
             .callers
-            .context(request.uri().path(), &metadata, peer.as_deref())
-        {
+            .context(request.uri().path(), &metadata, peer.as_deref());
+        *request.headers_mut() = metadata.into_headers();
+        let tenant = match context {
             None => None,
             Some(Ok(context)) => {
                 let tenant = context.caller.tenant.clone();
@@ -136,19 +138,51 @@ where
             }
             // Refused before anything else runs, the handler included.
             Some(Err(error)) => {
-                let response = tonic::Status::from(&error).into_http();
-                return Box::pin(async move { Ok(response) });
+                return CallerFuture::Refused {
+                    answer: Some(tonic::Status::from(&error).into_http()),
+                };
             }
         };
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            // Polled inside the RPC's span: tenant names are for logs and spans, keys
-            // and tokens never are.
-            if let Some(tenant) = tenant {
-                tracing::Span::current().record("tenant", tenant.as_str());
+        CallerFuture::Admitted {
+            inner: self.inner.call(request),
+            tenant,
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of [`CallerService`]: the inner call's, or a refusal.
+    #[project = CallerFutureProj]
+    pub enum CallerFuture<F> {
+        /// Identified (or open to anyone): the inner call; the tenant goes on the span.
+        Admitted { #[pin] inner: F, tenant: Option<String> },
+        /// Refused before anything else runs.
+        Refused { answer: Option<http::Response<tonic::body::Body>> },
+    }
+}
+
+impl<F, E> Future for CallerFuture<F>
+where
+    F: Future<Output = std::result::Result<http::Response<tonic::body::Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CallerFutureProj::Admitted { inner, tenant } => {
+                // Polled inside the RPC's span (tonic's `call` is not): tenant names are
+                // for logs and spans, keys and tokens never are.
+                if let Some(tenant) = tenant.take() {
+                    tracing::Span::current().record("tenant", tenant.as_str());
+                }
+                inner.poll(cx)
             }
-            call.await
-        })
+            CallerFutureProj::Refused { answer } => match answer.take() {
+                Some(answer) => Poll::Ready(Ok(answer)),
+                // Polled again after it answered.
+                None => Poll::Pending,
+            },
+        }
     }
 }
 
