@@ -60,6 +60,24 @@ fn serve_help_documents_every_setting() {
 }
 
 #[test]
+fn serve_help_states_the_real_results_chunk_bounds() {
+    let (ok, help) = batchgate(&["serve", "--help"], &[]);
+    assert!(ok, "{help}");
+    let text = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (_, after) = text.split_once("--results-chunk-bytes").expect("the flag");
+    let entry = after.split(" --").next().unwrap_or(after);
+    assert!(
+        entry.contains("2 MiB") && entry.contains("[default: 1048576, 1 MiB]"),
+        "{entry}"
+    );
+    assert!(!entry.contains("4 MiB"), "{entry}");
+    let (ok, out) = batchgate(&["check-config", "--results-chunk-bytes", "2097152"], &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = batchgate(&["check-config", "--results-chunk-bytes", "2097153"], &[]);
+    assert!(!ok && out.contains("results_chunk_bytes"), "{out}");
+}
+
+#[test]
 fn flags_beat_env_which_beats_the_file_and_secrets_stay_hidden() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("batchgate.toml");
@@ -82,16 +100,37 @@ fn flags_beat_env_which_beats_the_file_and_secrets_stay_hidden() {
         ],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("upstream_timeout: 2.222s"), "flag wins: {out}");
-    assert!(out.contains("max_attempts: 3"), "env beats file: {out}");
-    assert!(
-        out.contains("watch_poll: 3.333s"),
+    let printed: toml::Table = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let int = |key: &str| printed.get(key).and_then(toml::Value::as_integer);
+    assert_eq!(int("upstream_timeout_ms"), Some(2222), "flag wins: {out}");
+    assert_eq!(int("retry_max_attempts"), Some(3), "env beats file: {out}");
+    assert_eq!(
+        int("watch_poll_ms"),
+        Some(3333),
         "file beats default: {out}"
     );
+    assert_eq!(int("retry_base_delay_ms"), Some(100), "default: {out}");
     assert!(
         !out.contains("sk_file_secret") && !out.contains("xai-env-secret"),
         "{out}"
     );
+    assert!(out.contains("# sutro_api_key is set"), "{out}");
+
+    // What it prints is a config file: read back, it prints the same settings.
+    let printed_file = dir.path().join("printed.toml");
+    std::fs::write(&printed_file, &out).unwrap();
+    let (ok, again) = batchgate(
+        &["check-config", "--config", printed_file.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{again}");
+    let settings = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(settings(&again), settings(&out));
 
     let (ok, out) = batchgate(
         &["check-config", "--sutro-base-url", "http://sutro.example"],
