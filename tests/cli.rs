@@ -59,6 +59,81 @@ fn serve_help_documents_every_setting() {
     );
 }
 
+/// The rows of README.md's configuration table (from its `| setting` header to the
+/// first line that is not a row).
+fn readme_configuration_table() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split_once("## Configuration")
+        .expect("README.md has a Configuration section")
+        .1;
+    let start = section.find("| setting").expect("the configuration table");
+    section[start..]
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_readme_configuration_table_lists_every_setting_of_serve_help() {
+    let table = readme_configuration_table();
+    let missing = |what: &str| format!("{what} is not in README.md's configuration table");
+    let name = |word: &str, extra: char| {
+        !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == extra)
+    };
+    let (ok, help) = batchgate(&["serve", "--help"], &[]);
+    assert!(ok, "{help}");
+    let mut flags = 0;
+    for word in help.split_whitespace() {
+        let word = word.trim_end_matches(',');
+        if let Some(flag) = word
+            .strip_prefix("--")
+            .filter(|f| name(f, '-') && *f != "help")
+        {
+            flags += 1;
+            assert!(table.contains(&format!("`--{flag}`")), "{}", missing(word));
+            let key = flag.replace('-', "_");
+            if flag != "config" {
+                assert!(table.contains(&format!("`{key}`")), "{}", missing(&key));
+            }
+        }
+        // `[env: BATCHGATE_LISTEN=]`
+        let env = word.split('=').next().unwrap_or_default();
+        if env.starts_with("BATCHGATE_")
+            && env
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            assert!(table.contains(&format!("`{env}`")), "{}", missing(env));
+        }
+    }
+    assert!(flags > 40, "only {flags} flags found in:\n{help}");
+    // Every key check-config names (set or unset), TOML-only tables included.
+    let (ok, out) = batchgate(&["check-config"], &[]);
+    assert!(ok, "{out}");
+    let mut keys = 0;
+    for line in out.lines() {
+        let line = line.trim_start_matches("# ");
+        let Some((key, _)) = line.split_once([' ', ':']) else {
+            continue;
+        };
+        if name(key, '_') {
+            keys += 1;
+            assert!(
+                table.contains(&format!("`{key}`")) || table.contains(&format!("`[{key}.")),
+                "{}",
+                missing(key)
+            );
+        }
+    }
+    assert!(keys > 40, "only {keys} keys found in:\n{out}");
+}
+
 #[test]
 fn serve_help_states_the_real_results_chunk_bounds() {
     let (ok, help) = batchgate(&["serve", "--help"], &[]);
