@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::cors::CorsOrigins;
 use crate::ratelimit::{ClassSettings, RateLimits, RedisDown};
-use crate::shared_redis::RedisTarget;
+use crate::shared_redis::{RedisTarget, RedisUrl};
 use crate::tenant::{Admission, Secret, Tenants};
 use crate::tls::TlsFiles;
 use crate::upstream::base_url::normalize_base_url;
@@ -21,7 +21,7 @@ use crate::upstream::base_url::normalize_base_url;
 /// Request bytes all calls may hold at once: four messages of the default maximum size.
 const DEFAULT_REQUEST_BYTES_IN_FLIGHT: usize = 256 << 20;
 
-#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigLayer {
     /// Address to serve gRPC on [default: 127.0.0.1:50051].
@@ -115,7 +115,8 @@ pub struct ConfigLayer {
     #[arg(long, env = "BATCHGATE_MAX_UPSTREAM_BODY_BYTES")]
     pub max_upstream_body_bytes: Option<usize>,
 
-    /// Target size of one GetJobResults message, in bytes; never above 4 MiB [default: 1048576].
+    /// Target size of one GetJobResults message, in bytes, from 1024 to 2097152 (2 MiB)
+    /// [default: 1048576, 1 MiB].
     #[arg(long, env = "BATCHGATE_RESULTS_CHUNK_BYTES")]
     pub results_chunk_bytes: Option<usize>,
 
@@ -277,7 +278,17 @@ pub struct ConfigLayer {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -357,6 +368,144 @@ impl ConfigLayer {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Every setting that has a default, at its default: [`Config::resolve`] of this
+    /// layer is [`Config::embedded`] (a unit test keeps the two in step).
+    pub fn defaults() -> ConfigLayer {
+        ConfigLayer {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            xai_add_chunk_bytes: Some(20 * 1024 * 1024),
+            xai_add_chunk_requests: Some(1000),
+            upstream_timeout_ms: Some(30_000),
+            retry_max_attempts: Some(4),
+            retry_base_delay_ms: Some(100),
+            retry_max_delay_ms: Some(2_000),
+            watch_heartbeat_ms: Some(10_000),
+            watch_poll_ms: Some(1_000),
+            watch_min_interval_ms: Some(100),
+            watch_fanout_per_second: Some(10_000),
+            watch_max_secs: Some(48 * 3600),
+            max_request_bytes: Some(64 * 1024 * 1024),
+            max_upstream_body_bytes: Some(512 * 1024 * 1024),
+            results_chunk_bytes: Some(1024 * 1024),
+            idempotency_ttl_secs: Some(86_400),
+            max_request_bytes_in_flight: Some(DEFAULT_REQUEST_BYTES_IN_FLIGHT),
+            http2_max_concurrent_streams: Some(1000),
+            upstream_max_in_flight: Some(64),
+            drain_timeout_ms: Some(10_000),
+            log_format: Some(LogFormat::Text),
+            access_log: Some(true),
+            redis_timeout_ms: Some(250),
+            cache_live_ttl_ms: Some(1_000),
+            cache_final_ttl_secs: Some(3_600),
+            auth_ttl_secs: Some(60),
+            watch_lease_ms: Some(5_000),
+            watch_grace_ms: Some(5_000),
+            allow_anonymous: Some(false),
+            rate_limit_redis_down: Some(RedisDown::Local),
+            rate_limit_replicas: Some(1),
+            xai_creates_per_second: Some(2.0),
+            xai_add_calls_per_30s: Some(1000.0),
+            sutro_creates_per_second: Some(0.0),
+            ..ConfigLayer::default()
+        }
+    }
+
+    /// What `serve` runs with, as a layer: this (merged) layer over the defaults, with
+    /// the base URLs as `config` (its resolution) normalized them, and `allow_anonymous`
+    /// on when both upstreams are the built-in simulator, as `serve` makes it.
+    pub fn effective(self, config: &Config) -> ConfigLayer {
+        let mut layer = self.over(ConfigLayer::defaults());
+        layer.sutro_base_url = config.sutro_base_url.as_ref().map(Url::to_string);
+        layer.xai_base_url = config.xai_base_url.as_ref().map(Url::to_string);
+        if layer.sutro_base_url.is_none() && layer.xai_base_url.is_none() {
+            layer.allow_anonymous = Some(true);
+        }
+        layer
+    }
+
+    /// This layer as a TOML file `--config` reads back, with no secret in it: the API
+    /// keys and a Redis URL with a password are left out, and named in a comment only
+    /// (a Redis URL with its password as `***`). Unset settings are listed as comments.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        let mut shown = self.clone();
+        let mut notes = Vec::new();
+        for (name, key) in [
+            ("sutro_api_key", shown.sutro_api_key.take()),
+            ("xai_api_key", shown.xai_api_key.take()),
+        ] {
+            if key.is_some_and(|k| !k.is_empty()) {
+                notes.push(format!("# {name} is set (not shown)"));
+            }
+        }
+        if let Some(url) = shown.redis_url.take() {
+            match RedisUrl::parse(&url) {
+                Ok(parsed) if parsed.password().is_some() => notes.push(format!(
+                    "# redis_url = \"{}\" (set; its password is not shown)",
+                    parsed.redacted()
+                )),
+                // A URL that does not parse never resolves, so nothing prints it.
+                Ok(_) => shown.redis_url = Some(url),
+                Err(_) => notes.push("# redis_url is set (not shown)".into()),
+            }
+        }
+        if let Some(nodes) = shown.redis_cluster_nodes.take() {
+            let parsed: Result<Vec<RedisUrl>, String> = nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(RedisUrl::parse)
+                .collect();
+            match parsed {
+                Ok(urls) if urls.iter().any(|u| u.password().is_some()) => {
+                    let redacted: Vec<String> = urls.iter().map(RedisUrl::redacted).collect();
+                    notes.push(format!(
+                        "# redis_cluster_nodes = \"{}\" (set; passwords are not shown)",
+                        redacted.join(",")
+                    ));
+                }
+                Ok(_) => shown.redis_cluster_nodes = Some(nodes),
+                Err(_) => notes.push("# redis_cluster_nodes is set (not shown)".into()),
+            }
+        }
+        let body = toml::to_string(&shown)
+            .map_err(|e| ConfigError(format!("cannot write the settings as TOML: {e}")))?;
+        let table: toml::Table = toml::from_str(&body)
+            .map_err(|e| ConfigError(format!("cannot read back the settings' TOML: {e}")))?;
+        let secret = |name: &str| notes.iter().any(|n| n.starts_with(&format!("# {name} ")));
+        let unset: Vec<String> = Self::keys()
+            .into_iter()
+            .filter(|k| !table.contains_key(k) && !secret(k))
+            .map(|k| match k.as_str() {
+                "sutro_base_url" | "xai_base_url" => {
+                    format!("# {k}: unset (the built-in simulator)")
+                }
+                _ => format!("# {k}: unset"),
+            })
+            .collect();
+        let mut out = String::from(
+            "# The settings `batchgate serve` would run with, as a file for --config.\n",
+        );
+        for line in notes.iter().chain(&unset) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&body);
+        Ok(out)
+    }
+
+    /// Every setting's TOML key, in declaration order: the flags' and the TOML-only ones.
+    pub fn keys() -> Vec<String> {
+        use clap::Args;
+        let command = ConfigLayer::augment_args(clap::Command::new("batchgate"));
+        let mut keys: Vec<String> = command
+            .get_arguments()
+            .map(|arg| arg.get_id().to_string())
+            .collect();
+        keys.extend(["rate_limits".into(), "tenant_limits".into()]);
+        keys
     }
 }
 
@@ -829,6 +978,69 @@ mod tests {
                 error.0
             );
         }
+    }
+
+    #[test]
+    fn the_defaults_layer_resolves_to_the_embedded_config() {
+        let from_layer = Config::resolve(ConfigLayer::defaults()).unwrap();
+        assert_eq!(
+            format!("{from_layer:?}"),
+            format!("{:?}", Config::embedded())
+        );
+        // Every key the defaults print is a setting, and a setting's key is its flag's.
+        let keys = ConfigLayer::keys();
+        let printed: toml::Table =
+            toml::from_str(&toml::to_string(&ConfigLayer::defaults()).unwrap()).unwrap();
+        for key in printed.keys() {
+            assert!(keys.contains(key), "{key}");
+        }
+        assert!(keys.iter().any(|k| k == "results_chunk_bytes"));
+        assert!(keys.iter().any(|k| k == "tenant_limits"));
+    }
+
+    #[test]
+    fn the_effective_settings_print_as_toml_that_reads_back_without_secrets() {
+        let layer: ConfigLayer = toml::from_str(
+            "sutro_base_url = \"https://acme.sutro.example\"\nsutro_api_key = \"sk_live_secret\"\n\
+             xai_api_key = \"xai-secret\"\nredis_cluster_nodes = \"redis://:pw_one@a:7000,b:7000\"\n\
+             upstream_timeout_ms = 5000\n[rate_limits.read]\nper_second = 2.5\n",
+        )
+        .unwrap();
+        let config = Config::resolve(layer.clone()).unwrap();
+        let text = layer.effective(&config).to_redacted_toml().unwrap();
+        for secret in ["sk_live_secret", "xai-secret", "pw_one"] {
+            assert!(!text.contains(secret), "{secret} in:\n{text}");
+        }
+        assert!(text.contains("# sutro_api_key is set"), "{text}");
+        assert!(text.contains("redis://:***@a:7000"), "{text}");
+        let back: ConfigLayer = toml::from_str(&text).unwrap();
+        assert_eq!(back.sutro_api_key, None);
+        assert_eq!(back.redis_cluster_nodes, None);
+        assert_eq!(back.upstream_timeout_ms, Some(5000));
+        assert_eq!(back.retry_max_delay_ms, Some(2000));
+        assert_eq!(
+            back.sutro_base_url.as_deref(),
+            Some("https://acme.sutro.example/v1/")
+        );
+        assert_eq!(back.allow_anonymous, Some(false));
+        let again = Config::resolve(back.clone()).unwrap();
+        // Read back, the same settings print again: only the notes on secrets differ.
+        let settings = |text: &str| {
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let reprinted = back.effective(&again).to_redacted_toml().unwrap();
+        assert_eq!(settings(&reprinted), settings(&text));
+        assert_eq!(
+            again
+                .rate_limits
+                .limit("anyone", crate::ratelimit::Class::Read),
+            config
+                .rate_limits
+                .limit("anyone", crate::ratelimit::Class::Read)
+        );
     }
 
     #[test]

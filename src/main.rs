@@ -42,7 +42,8 @@ enum Command {
         #[command(flatten)]
         sim: SimConfig,
     },
-    /// Print the settings `serve` would run with (secrets redacted), and exit.
+    /// Print the settings `serve` would run with, as a TOML file `--config` accepts
+    /// (secrets left out: API keys and Redis passwords are only said to be set), and exit.
     CheckConfig {
         /// A TOML file of settings.
         #[arg(long, env = "BATCHGATE_CONFIG")]
@@ -55,12 +56,34 @@ enum Command {
     Client(ClientCommand),
 }
 
-fn resolve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<Config, String> {
+/// The flags and environment over the file, if any.
+fn merge(file: Option<PathBuf>, settings: ConfigLayer) -> Result<ConfigLayer, String> {
     let file = match file {
         Some(path) => ConfigLayer::from_toml_file(&path).map_err(|e| e.to_string())?,
         None => ConfigLayer::default(),
     };
-    Config::resolve(settings.over(file)).map_err(|e| e.to_string())
+    Ok(settings.over(file))
+}
+
+fn resolve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<Config, String> {
+    Config::resolve(merge(file, settings)?).map_err(|e| e.to_string())
+}
+
+/// Resolves the settings as `serve` would and prints them as TOML, secrets left out.
+fn check_config(file: Option<PathBuf>, settings: ConfigLayer) -> Result<(), String> {
+    let layer = merge(file, settings)?;
+    let config = Config::resolve(layer.clone()).map_err(|e| e.to_string())?;
+    // The TLS files are read at start; reading them here too lets a deploy check catch
+    // a bad certificate before the gateway refuses to start.
+    if let Some(files) = &config.tls {
+        files.load()?;
+    }
+    let text = layer
+        .effective(&config)
+        .to_redacted_toml()
+        .map_err(|e| e.to_string())?;
+    print!("{text}");
+    Ok(())
 }
 
 #[tokio::main]
@@ -70,17 +93,7 @@ async fn main() -> ExitCode {
         Command::Client(command) => return batchgate::cli::run(command).await,
         Command::Serve { config, settings } => serve(config, settings).await,
         Command::Sim { listen, sim } => simulate(listen, sim).await,
-        Command::CheckConfig { config, settings } => {
-            resolve(config, settings).and_then(|c| {
-                // The TLS files are read at start; reading them here too lets a deploy
-                // check catch a bad certificate before the gateway refuses to start.
-                if let Some(files) = &c.tls {
-                    files.load()?;
-                }
-                println!("{c:#?}");
-                Ok(())
-            })
-        }
+        Command::CheckConfig { config, settings } => check_config(config, settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,99 @@ fn serve_help_documents_every_setting() {
     );
 }
 
+/// The rows of README.md's configuration table (from its `| setting` header to the
+/// first line that is not a row).
+fn readme_configuration_table() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split_once("## Configuration")
+        .expect("README.md has a Configuration section")
+        .1;
+    let start = section.find("| setting").expect("the configuration table");
+    section[start..]
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_readme_configuration_table_lists_every_setting_of_serve_help() {
+    let table = readme_configuration_table();
+    let missing = |what: &str| format!("{what} is not in README.md's configuration table");
+    let name = |word: &str, extra: char| {
+        !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == extra)
+    };
+    let (ok, help) = batchgate(&["serve", "--help"], &[]);
+    assert!(ok, "{help}");
+    let mut flags = 0;
+    for word in help.split_whitespace() {
+        let word = word.trim_end_matches(',');
+        if let Some(flag) = word
+            .strip_prefix("--")
+            .filter(|f| name(f, '-') && *f != "help")
+        {
+            flags += 1;
+            assert!(table.contains(&format!("`--{flag}`")), "{}", missing(word));
+            let key = flag.replace('-', "_");
+            if flag != "config" {
+                assert!(table.contains(&format!("`{key}`")), "{}", missing(&key));
+            }
+        }
+        // `[env: BATCHGATE_LISTEN=]`
+        let env = word.split('=').next().unwrap_or_default();
+        if env.starts_with("BATCHGATE_")
+            && env
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            assert!(table.contains(&format!("`{env}`")), "{}", missing(env));
+        }
+    }
+    assert!(flags > 40, "only {flags} flags found in:\n{help}");
+    // Every key check-config names (set or unset), TOML-only tables included.
+    let (ok, out) = batchgate(&["check-config"], &[]);
+    assert!(ok, "{out}");
+    let mut keys = 0;
+    for line in out.lines() {
+        let line = line.trim_start_matches("# ");
+        let Some((key, _)) = line.split_once([' ', ':']) else {
+            continue;
+        };
+        if name(key, '_') {
+            keys += 1;
+            assert!(
+                table.contains(&format!("`{key}`")) || table.contains(&format!("`[{key}.")),
+                "{}",
+                missing(key)
+            );
+        }
+    }
+    assert!(keys > 40, "only {keys} keys found in:\n{out}");
+}
+
+#[test]
+fn serve_help_states_the_real_results_chunk_bounds() {
+    let (ok, help) = batchgate(&["serve", "--help"], &[]);
+    assert!(ok, "{help}");
+    let text = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (_, after) = text.split_once("--results-chunk-bytes").expect("the flag");
+    let entry = after.split(" --").next().unwrap_or(after);
+    assert!(
+        entry.contains("2 MiB") && entry.contains("[default: 1048576, 1 MiB]"),
+        "{entry}"
+    );
+    assert!(!entry.contains("4 MiB"), "{entry}");
+    let (ok, out) = batchgate(&["check-config", "--results-chunk-bytes", "2097152"], &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = batchgate(&["check-config", "--results-chunk-bytes", "2097153"], &[]);
+    assert!(!ok && out.contains("results_chunk_bytes"), "{out}");
+}
+
 #[test]
 fn flags_beat_env_which_beats_the_file_and_secrets_stay_hidden() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,16 +175,37 @@ fn flags_beat_env_which_beats_the_file_and_secrets_stay_hidden() {
         ],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("upstream_timeout: 2.222s"), "flag wins: {out}");
-    assert!(out.contains("max_attempts: 3"), "env beats file: {out}");
-    assert!(
-        out.contains("watch_poll: 3.333s"),
+    let printed: toml::Table = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let int = |key: &str| printed.get(key).and_then(toml::Value::as_integer);
+    assert_eq!(int("upstream_timeout_ms"), Some(2222), "flag wins: {out}");
+    assert_eq!(int("retry_max_attempts"), Some(3), "env beats file: {out}");
+    assert_eq!(
+        int("watch_poll_ms"),
+        Some(3333),
         "file beats default: {out}"
     );
+    assert_eq!(int("retry_base_delay_ms"), Some(100), "default: {out}");
     assert!(
         !out.contains("sk_file_secret") && !out.contains("xai-env-secret"),
         "{out}"
     );
+    assert!(out.contains("# sutro_api_key is set"), "{out}");
+
+    // What it prints is a config file: read back, it prints the same settings.
+    let printed_file = dir.path().join("printed.toml");
+    std::fs::write(&printed_file, &out).unwrap();
+    let (ok, again) = batchgate(
+        &["check-config", "--config", printed_file.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{again}");
+    let settings = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(settings(&again), settings(&out));
 
     let (ok, out) = batchgate(
         &["check-config", "--sutro-base-url", "http://sutro.example"],

@@ -4,7 +4,9 @@
 use std::fmt;
 
 /// A class of methods sharing one rate limit per tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Calls that start or change work upstream: Create*, Add*, Cancel*.

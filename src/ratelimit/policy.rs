@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::class::Class;
 
 /// One class's limit as written in TOML: `{ per_second = 50, burst = 10 }`.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSetting {
     /// Sustained calls per second (may be fractional: 0.5 is one call every 2 s).
@@ -71,7 +71,17 @@ impl Limit {
 }
 
 /// What the Redis limiter does while Redis is unreachable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisDown {
     /// Admit every call: no limits until Redis is back.
