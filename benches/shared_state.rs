@@ -1,11 +1,13 @@
 //! What shared state buys, as ratios measured in one run: cache-hit `GetJobStatus`
 //! throughput against `Health/Check` on the same server (memory and Redis backends),
 //! upstream status reads under polling (one replica and three sharing Redis), and
-//! watch fan-out over three replicas, and what caller rate limits cost. Run: `cargo bench --bench shared_state`
-//! (`-- --quick` for a short run, `-- watchers` for one phase). Needs `redis-server`.
+//! watch fan-out over three replicas, what caller rate limits cost, and what tracing and
+//! metrics export cost. Run: `cargo bench --bench shared_state` (`-- --quick` for a short
+//! run, `-- watchers` for one phase). Needs `redis-server` (not for `-- telemetry`).
 //!
 //! Everything runs in this process on a multi-threaded runtime: the ratios compare
-//! cases that pay the same client costs, measured in interleaved rounds.
+//! cases that pay the same client costs, measured in interleaved rounds. The exception
+//! is `telemetry`, whose two gateways are `batchgate serve` processes (see its module).
 
 #[path = "support/mem.rs"]
 #[allow(dead_code)]
@@ -15,7 +17,7 @@ mod mem;
 mod redis_server;
 mod shared;
 
-use shared::{limiter, polling, throughput, watchers};
+use shared::{limiter, polling, telemetry, throughput, watchers};
 
 #[tokio::main]
 async fn main() {
@@ -34,10 +36,12 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         shared::load_average()
     );
-    // `-- watchers` (or `throughput`, `polling`, `limiter`) runs that phase alone.
+    // `-- watchers` (or `throughput`, `polling`, `limiter`, `telemetry`) runs that phase alone.
     let only: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["throughput", "polling", "watchers", "limiter"].contains(&a.as_str()))
+        .filter(|a| {
+            ["throughput", "polling", "watchers", "limiter", "telemetry"].contains(&a.as_str())
+        })
         .collect();
     let wanted = |phase: &str| only.is_empty() || only.iter().any(|o| o == phase);
     if wanted("throughput") {
@@ -51,6 +55,9 @@ async fn main() {
     }
     if wanted("limiter") {
         limiter::run(quick).await;
+    }
+    if wanted("telemetry") {
+        telemetry::run(quick).await;
     }
     println!();
     println!("# load average at end: {}", shared::load_average());

@@ -106,9 +106,15 @@ async fn main() -> ExitCode {
 
 async fn serve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<(), String> {
     let config = resolve(file, settings)?;
-    let _telemetry =
-        batchgate::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
-    let app = App::start(config).await.map_err(|e| e.to_string())?;
+    // Read once: traces and metrics export as the same settings say.
+    let telemetry = batchgate::telemetry::TelemetrySettings::from_env(
+        config.log_format,
+        config.otlp_endpoint.as_deref(),
+    )?;
+    let _telemetry = batchgate::telemetry::init_with(&telemetry)?;
+    let app = App::start_with_telemetry(config, &telemetry)
+        .await
+        .map_err(|e| e.to_string())?;
     // glibc keeps what a burst of large creates freed; see heap_trim for the choice.
     batchgate::heap_trim::spawn_trimmer();
     app.run_until_signal().await.map_err(|e| e.to_string())

@@ -32,6 +32,7 @@ use crate::services::core::Backends;
 use crate::services::jobs::JobsService;
 use crate::shared_redis::SharedRedis;
 use crate::sim::{self, SimConfig, SimHandle};
+use crate::telemetry::TelemetrySettings;
 use crate::tenant::Secret;
 use crate::tls;
 use crate::tls_incoming::TlsIncoming;
@@ -102,7 +103,20 @@ pub struct App {
 impl App {
     /// Binds `config.listen` (port 0 picks a free port) and starts serving. For an
     /// upstream without a URL it first starts the built-in simulator and uses its demo key.
-    pub async fn start(mut config: Config) -> Result<App, ServeError> {
+    /// Metrics are exported as the `OTEL_*` variables and `config.otlp_endpoint` say.
+    pub async fn start(config: Config) -> Result<App, ServeError> {
+        let telemetry =
+            TelemetrySettings::from_env(config.log_format, config.otlp_endpoint.as_deref())
+                .map_err(ServeError::Setup)?;
+        App::start_with_telemetry(config, &telemetry).await
+    }
+
+    /// [`App::start`], with metrics exported as `telemetry` says (the settings the
+    /// process's traces were set up with), whatever the environment holds.
+    pub async fn start_with_telemetry(
+        mut config: Config,
+        telemetry: &TelemetrySettings,
+    ) -> Result<App, ServeError> {
         let simulator = start_simulator_for_gaps(&mut config).await?;
         if let Some(tenants) = &config.admission.tenants {
             // Managed mode calls upstream with the gateway's keys only.
@@ -134,8 +148,7 @@ impl App {
             max_in_flight: config.upstream_max_in_flight,
         };
         // Per gateway, not global: gateways sharing a process keep their series apart.
-        let pipeline =
-            MetricsPipeline::start(config.otlp_endpoint.as_deref()).map_err(ServeError::Setup)?;
+        let pipeline = MetricsPipeline::start(telemetry).map_err(ServeError::Setup)?;
         let metrics = pipeline.metrics();
         let sutro = SutroClient::new(sutro_url, config.retry, limits)
             .map_err(setup)?

@@ -19,7 +19,7 @@ mod export;
 pub mod rpc;
 mod trace_ids;
 
-pub use export::{Export, Protocol, TelemetrySettings};
+pub use export::{Export, Protocol, TelemetrySettings, metric_exporter};
 pub use trace_ids::JsonWithTraceIds;
 
 /// Keeps the OTLP exporter alive; flushes pending spans when dropped.
@@ -70,7 +70,7 @@ pub fn init_with(settings: &TelemetrySettings) -> Result<TelemetryGuard, String>
     };
     // The OpenTelemetry layer is installed even without an exporter: it is what gives
     // spans a trace context, so a caller's `traceparent` still reaches the upstreams.
-    let provider = export::tracer_provider(settings.export.as_ref())?;
+    let provider = export::tracer_provider(settings.export.as_ref(), &settings.resource)?;
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("batchgate"));
     // `RUST_LOG` filters the log only: spans reach OpenTelemetry at `info` whatever the
     // log shows, and, when exported, so do the gateway's own `debug` events (cache,

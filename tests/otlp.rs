@@ -617,3 +617,120 @@ async fn metrics_are_pushed_on_shutdown_with_no_secrets() {
         }
     }
 }
+
+/// Waits until the admin port's Prometheus page counts `calls` RPCs (an RPC is counted
+/// as its body ends, a moment after the caller has its answer).
+async fn wait_until_counted(app: &common::TestApp, calls: f64) {
+    let admin = app.app.as_ref().expect("running").admin_addr();
+    for _ in 0..100 {
+        let page = common::metrics::scrape(admin).await;
+        if page.sum("rpc_server_call_duration_seconds_count", &[]) == calls {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the admin port never counted {calls} calls");
+}
+
+/// Stops the gateway, which pushes its metrics one last time.
+async fn stop(app: &mut common::TestApp) {
+    let stopped = app.app.take().expect("running").shutdown();
+    tokio::time::timeout(std::time::Duration::from_secs(20), stopped)
+        .await
+        .expect("shutdown is bounded")
+        .expect("clean shutdown");
+}
+
+/// Metrics follow the same settings as traces: the protocol (here `http/protobuf`, to
+/// the collector's `/v1/metrics`), and one resource, named by `OTEL_SERVICE_NAME`, with
+/// `OTEL_RESOURCE_ATTRIBUTES`, on both signals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_go_over_http_protobuf_with_the_traces_resource() {
+    let (collector, settings, guard) = collector::telemetry_to_collector(
+        Protocol::HttpProtobuf,
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_SERVICE_NAME", "gateway-under-test"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment.name=test,service.name=overridden",
+            ),
+        ],
+    )
+    .await;
+    let mut app =
+        common::spawn_app_telemetry(sim::SimConfig::fast(), Some(&settings), |_| {}).await;
+    app.jobs
+        .get_quotas(traced(pb::GetQuotasRequest {}))
+        .await
+        .expect("quotas");
+    let spans = wait_for(&guard, &collector, "the RPC", |spans| {
+        !named(spans, GET_QUOTAS).is_empty()
+    })
+    .await;
+    let rpc = named(&spans, GET_QUOTAS)[0];
+    assert_eq!(
+        collector::attr(&rpc.resource, "service.name").as_deref(),
+        Some("gateway-under-test")
+    );
+    assert_eq!(
+        collector::attr(&rpc.resource, "deployment.environment.name").as_deref(),
+        Some("test")
+    );
+
+    wait_until_counted(&app, 1.0).await;
+    stop(&mut app).await;
+    let duration = collector
+        .last_metric("rpc.server.call.duration")
+        .expect("rpc.server.call.duration over http/protobuf");
+    let quotas: f64 = collector::points(&duration)
+        .iter()
+        .filter(|p| {
+            p.has(&[
+                ("rpc.method", GET_QUOTAS),
+                ("rpc.response.status_code", "OK"),
+            ])
+        })
+        .map(|p| p.value)
+        .sum();
+    assert_eq!(quotas, 1.0, "{duration:?}");
+    let names = collector::metrics_resource_attr(&collector, "service.name");
+    assert!(!names.is_empty());
+    assert!(
+        names
+            .iter()
+            .all(|n| n.as_deref() == Some("gateway-under-test")),
+        "{names:?}"
+    );
+    let environments = collector::metrics_resource_attr(&collector, "deployment.environment.name");
+    assert!(
+        environments.iter().all(|e| e.as_deref() == Some("test")),
+        "{environments:?}"
+    );
+}
+
+/// `OTEL_METRICS_EXPORTER=none` stops the OTLP push of metrics only: traces still reach
+/// the collector, and Prometheus on the admin port still counts the calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_exporter_none_keeps_traces_and_prometheus() {
+    let (collector, settings, guard) =
+        collector::telemetry_to_collector(Protocol::Grpc, &[("OTEL_METRICS_EXPORTER", "none")])
+            .await;
+    let mut app =
+        common::spawn_app_telemetry(sim::SimConfig::fast(), Some(&settings), |_| {}).await;
+    app.jobs
+        .get_quotas(traced(pb::GetQuotasRequest {}))
+        .await
+        .expect("quotas");
+    let spans = wait_for(&guard, &collector, "the RPC", |spans| {
+        !named(spans, GET_QUOTAS).is_empty()
+    })
+    .await;
+    assert_eq!(named(&spans, GET_QUOTAS)[0].trace_id(), TRACE_ID);
+    wait_until_counted(&app, 1.0).await;
+    stop(&mut app).await;
+    assert!(
+        collector.metric_exports().is_empty(),
+        "metrics were pushed with OTEL_METRICS_EXPORTER=none"
+    );
+}

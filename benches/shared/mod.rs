@@ -3,6 +3,7 @@
 
 pub mod limiter;
 pub mod polling;
+pub mod telemetry;
 pub mod throughput;
 pub mod watchers;
 

@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn names_and_units_come_out_as_prometheus_expects() {
-        let pipeline = MetricsPipeline::start(None).unwrap();
+        let pipeline = MetricsPipeline::start(&Default::default()).unwrap();
         let metrics = pipeline.metrics();
         metrics.rpc_call(
             "batchgate.sutro.v1.JobService/GetJob",

@@ -1,5 +1,6 @@
 //! One gateway's meter provider: a Prometheus registry of its own (so gateways sharing a
-//! process never mix their series), and an OTLP exporter when an endpoint is configured.
+//! process never mix their series), and an OTLP exporter when the telemetry settings
+//! (the `OTEL_*` variables, `--otlp-endpoint`) ask for one.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -8,6 +9,7 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use super::Metrics;
+use crate::telemetry::{Export, TelemetrySettings, metric_exporter};
 
 /// The meter provider, registry and instruments of one gateway.
 #[derive(Clone)]
@@ -21,24 +23,20 @@ pub struct MetricsPipeline {
 }
 
 impl MetricsPipeline {
-    /// A provider read by Prometheus scrapes and, with `otlp_endpoint` (or the standard
-    /// `OTEL_EXPORTER_OTLP_*ENDPOINT` variables), pushed over OTLP/gRPC. Must run inside
-    /// a Tokio runtime when OTLP is on (the tonic exporter needs one).
-    pub fn start(otlp_endpoint: Option<&str>) -> Result<MetricsPipeline, String> {
+    /// A provider read by Prometheus scrapes and, when `settings.metrics_export` says so,
+    /// pushed over OTLP (gRPC or HTTP), describing the gateway as `settings.resource`
+    /// (the traces' resource). Must run inside a Tokio runtime when pushing over gRPC.
+    pub fn start(settings: &TelemetrySettings) -> Result<MetricsPipeline, String> {
         let registry = Registry::new();
         let prometheus = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .build()
             .map_err(|e| format!("cannot build the Prometheus exporter: {e}"))?;
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name("batchgate")
-            .build();
         let mut builder = SdkMeterProvider::builder()
-            .with_resource(resource)
+            .with_resource(settings.resource.clone())
             .with_reader(prometheus);
-        let exports_otlp = otlp_endpoint.is_some() || otlp_env_is_set();
-        if exports_otlp {
-            builder = builder.with_reader(otlp_reader(otlp_endpoint)?);
+        if let Some(export) = &settings.metrics_export {
+            builder = builder.with_reader(otlp_reader(export)?);
         }
         let provider = builder.build();
         let metrics = Metrics::new(&provider.meter("batchgate"));
@@ -47,7 +45,7 @@ impl MetricsPipeline {
             registry,
             metrics,
             observed: Arc::default(),
-            exports_otlp,
+            exports_otlp: settings.metrics_export.is_some(),
         })
     }
 
@@ -105,30 +103,12 @@ impl MetricsPipeline {
     }
 }
 
-/// True when the standard variables name an OTLP endpoint for metrics.
-fn otlp_env_is_set() -> bool {
-    [
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ]
-    .iter()
-    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
-}
-
-/// The OTLP/gRPC push of metrics: to `endpoint`, or where the `OTEL_*` variables say.
+/// The periodic OTLP push of metrics `export` describes.
 fn otlp_reader(
-    endpoint: Option<&str>,
+    export: &Export,
 ) -> Result<PeriodicReader<opentelemetry_otlp::MetricExporter>, String> {
-    use opentelemetry_otlp::WithExportConfig;
-    let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
-    if let Some(endpoint) = endpoint {
-        exporter = exporter.with_endpoint(endpoint);
-    }
-    let exporter = exporter
-        .build()
-        .map_err(|e| format!("cannot build the OTLP metric exporter: {e}"))?;
     // Every 60 s unless OTEL_METRIC_EXPORT_INTERVAL says otherwise (the SDK reads it).
-    Ok(PeriodicReader::builder(exporter).build())
+    Ok(PeriodicReader::builder(metric_exporter(export)?).build())
 }
 
 #[cfg(test)]
@@ -140,7 +120,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_otlp_endpoint_adds_a_pusher_that_stops_with_the_gateway() {
         // Nothing listens there: building never connects, and stopping stays bounded.
-        let pipeline = MetricsPipeline::start(Some("http://127.0.0.1:9")).unwrap();
+        let settings = TelemetrySettings {
+            metrics_export: Some(Export {
+                protocol: crate::telemetry::Protocol::Grpc,
+                endpoint: Some("http://127.0.0.1:9".into()),
+            }),
+            ..Default::default()
+        };
+        let pipeline = MetricsPipeline::start(&settings).unwrap();
         assert!(pipeline.exports_otlp);
         pipeline.metrics().refresh_coalesced();
         assert!(

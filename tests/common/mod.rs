@@ -56,6 +56,16 @@ pub async fn spawn_app_with(
     sim_config: SimConfig,
     tweak: impl FnOnce(&mut ConfigLayer),
 ) -> TestApp {
+    spawn_app_telemetry(sim_config, None, tweak).await
+}
+
+/// [`spawn_app_with`], with metrics exported as `telemetry` says rather than as the
+/// process environment does.
+pub async fn spawn_app_telemetry(
+    sim_config: SimConfig,
+    telemetry: Option<&batchgate::telemetry::TelemetrySettings>,
+    tweak: impl FnOnce(&mut ConfigLayer),
+) -> TestApp {
     init_logs();
     let sim = sim::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -63,7 +73,11 @@ pub async fn spawn_app_with(
     let mut settings = test_settings(&sim);
     tweak(&mut settings);
     let config = Config::resolve(settings).expect("valid test config");
-    let app = App::start(config).await.expect("gateway starts");
+    let app = match telemetry {
+        Some(telemetry) => App::start_with_telemetry(config, telemetry).await,
+        None => App::start(config).await,
+    }
+    .expect("gateway starts");
     let addr = app.local_addr();
     let channel = connect(addr).await;
     let jobs = JobServiceClient::new(channel.clone()).max_decoding_message_size(4 * 1024 * 1024);

@@ -1,5 +1,6 @@
 //! An in-process OTLP collector for tests: the gRPC `TraceService` and `MetricsService`,
-//! or `POST /v1/traces` with a protobuf body, keeping every span and metric it is sent.
+//! or `POST /v1/traces` and `POST /v1/metrics` with protobuf bodies, keeping every span
+//! and metric it is sent.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -304,8 +305,7 @@ impl MetricsService for Collector {
     }
 }
 
-/// Starts a collector speaking `protocol` (metrics over gRPC only); answers it and its
-/// base URL.
+/// Starts a collector speaking `protocol`; answers it and its base URL.
 pub async fn start(protocol: Protocol) -> (Collector, String) {
     let collector = Collector::default();
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -326,6 +326,7 @@ pub async fn start(protocol: Protocol) -> (Collector, String) {
         }
         Protocol::HttpProtobuf => {
             let kept = collector.clone();
+            let metrics = collector.clone();
             let app = axum::Router::new().route(
                 "/v1/traces",
                 axum::routing::post(move |body: Bytes| {
@@ -352,6 +353,36 @@ pub async fn start(protocol: Protocol) -> (Collector, String) {
                     }
                 }),
             );
+            let app = app.route(
+                "/v1/metrics",
+                axum::routing::post(move |body: Bytes| {
+                    let metrics = metrics.clone();
+                    async move {
+                        match ExportMetricsServiceRequest::decode(body) {
+                            Ok(request) => {
+                                metrics
+                                    .metrics
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(request);
+                                let answer = ExportMetricsServiceResponse {
+                                    partial_success: None,
+                                };
+                                (
+                                    http::StatusCode::OK,
+                                    [("content-type", "application/x-protobuf")],
+                                    answer.encode_to_vec(),
+                                )
+                            }
+                            Err(_) => (
+                                http::StatusCode::BAD_REQUEST,
+                                [("content-type", "text/plain")],
+                                b"not an ExportMetricsServiceRequest".to_vec(),
+                            ),
+                        }
+                    }
+                }),
+            );
             let listener = incoming.into_inner();
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
@@ -372,6 +403,33 @@ pub async fn export_to_collector(protocol: Protocol, rpc_dup: bool) -> (Collecto
     };
     let guard = batchgate::telemetry::init_with(&settings).expect("telemetry");
     (collector, guard)
+}
+
+/// A collector speaking `protocol`, and telemetry settings read from `vars` (with the
+/// collector's URL as `--otlp-endpoint`), installed as this process's (once per process).
+pub async fn telemetry_to_collector(
+    protocol: Protocol,
+    vars: &[(&str, &str)],
+) -> (Collector, TelemetrySettings, TelemetryGuard) {
+    let (collector, endpoint) = start(protocol).await;
+    let settings = TelemetrySettings::from_vars(Default::default(), Some(&endpoint), |name| {
+        vars.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    })
+    .expect("valid telemetry settings");
+    let guard = batchgate::telemetry::init_with(&settings).expect("telemetry");
+    (collector, settings, guard)
+}
+
+/// The resource attribute `key` of every metrics export, in order.
+pub fn metrics_resource_attr(collector: &Collector, key: &str) -> Vec<Option<String>> {
+    collector
+        .metric_exports()
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .map(|r| r.resource.as_ref().and_then(|r| attr(&r.attributes, key)))
+        .collect()
 }
 
 /// Flushes the exporter until `done` holds for what was received, or panics after 10 s.
