@@ -325,69 +325,69 @@ pub async fn start(protocol: Protocol) -> (Collector, String) {
             );
         }
         Protocol::HttpProtobuf => {
-            let kept = collector.clone();
-            let metrics = collector.clone();
-            let app = axum::Router::new().route(
-                "/v1/traces",
-                axum::routing::post(move |body: Bytes| {
-                    let kept = kept.clone();
-                    async move {
-                        match ExportTraceServiceRequest::decode(body) {
-                            Ok(request) => {
-                                kept.keep(request);
-                                let answer = ExportTraceServiceResponse {
-                                    partial_success: None,
-                                };
-                                (
-                                    http::StatusCode::OK,
-                                    [("content-type", "application/x-protobuf")],
-                                    answer.encode_to_vec(),
-                                )
-                            }
-                            Err(_) => (
-                                http::StatusCode::BAD_REQUEST,
-                                [("content-type", "text/plain")],
-                                b"not an ExportTraceServiceRequest".to_vec(),
-                            ),
-                        }
-                    }
-                }),
-            );
-            let app = app.route(
-                "/v1/metrics",
-                axum::routing::post(move |body: Bytes| {
-                    let metrics = metrics.clone();
-                    async move {
-                        match ExportMetricsServiceRequest::decode(body) {
-                            Ok(request) => {
-                                metrics
-                                    .metrics
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .push(request);
-                                let answer = ExportMetricsServiceResponse {
-                                    partial_success: None,
-                                };
-                                (
-                                    http::StatusCode::OK,
-                                    [("content-type", "application/x-protobuf")],
-                                    answer.encode_to_vec(),
-                                )
-                            }
-                            Err(_) => (
-                                http::StatusCode::BAD_REQUEST,
-                                [("content-type", "text/plain")],
-                                b"not an ExportMetricsServiceRequest".to_vec(),
-                            ),
-                        }
-                    }
-                }),
-            );
+            let (kept, metrics) = (collector.clone(), collector.clone());
+            let app = axum::Router::new()
+                .route(
+                    "/v1/traces",
+                    otlp_http(
+                        move |request| kept.keep(request),
+                        || ExportTraceServiceResponse {
+                            partial_success: None,
+                        },
+                    ),
+                )
+                .route(
+                    "/v1/metrics",
+                    otlp_http(
+                        move |request| {
+                            metrics
+                                .metrics
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(request)
+                        },
+                        || ExportMetricsServiceResponse {
+                            partial_success: None,
+                        },
+                    ),
+                );
             let listener = incoming.into_inner();
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
     }
     (collector, format!("http://{addr}"))
+}
+
+/// An OTLP/HTTP export route: a binary protobuf `Req` is handed to `keep` and answered
+/// with `answer()`; anything else is a 400, as a collector answers it.
+fn otlp_http<Req, Resp>(
+    keep: impl Fn(Req) + Clone + Send + Sync + 'static,
+    answer: fn() -> Resp,
+) -> axum::routing::MethodRouter
+where
+    Req: Message + Default + 'static,
+    Resp: Message + 'static,
+{
+    axum::routing::post(move |body: Bytes| {
+        let keep = keep.clone();
+        async move {
+            match Req::decode(body) {
+                Ok(request) => {
+                    keep(request);
+                    (
+                        http::StatusCode::OK,
+                        [("content-type", "application/x-protobuf")],
+                        answer().encode_to_vec(),
+                    )
+                }
+                Err(_) => (
+                    http::StatusCode::BAD_REQUEST,
+                    [("content-type", "text/plain")],
+                    b"not an OTLP export request".to_vec(),
+                ),
+            }
+        }
+    })
 }
 
 /// A collector, and this process's telemetry exporting to it (once per process).
