@@ -33,6 +33,23 @@ fn traced<T>(message: T) -> tonic::Request<T> {
     request
 }
 
+/// Makes one traced `GetQuotas` call and waits for its span to reach `collector`.
+async fn traced_quotas_call(
+    app: &common::TestApp,
+    guard: &batchgate::telemetry::TelemetryGuard,
+    collector: &collector::Collector,
+) -> Vec<Received> {
+    app.jobs
+        .clone()
+        .get_quotas(traced(pb::GetQuotasRequest {}))
+        .await
+        .expect("quotas");
+    wait_for(guard, collector, "the RPC", |spans| {
+        !named(spans, GET_QUOTAS).is_empty()
+    })
+    .await
+}
+
 fn named<'a>(spans: &'a [Received], name: &str) -> Vec<&'a Received> {
     spans.iter().filter(|s| s.span.name == name).collect()
 }
@@ -412,7 +429,7 @@ async fn a_read_that_joins_anothers_refresh_links_to_it() {
 async fn rpc_dup_adds_the_older_names_health_is_untraced_and_limits_are_events() {
     let (collector, guard) = export_to_collector(Protocol::Grpc, true).await;
     // A rate limit the calls stay under: its decisions are events on their spans.
-    let mut app = common::spawn_app_with(sim::SimConfig::fast(), |settings| {
+    let app = common::spawn_app_with(sim::SimConfig::fast(), |settings| {
         let read = LimitSetting {
             per_second: 100.0,
             burst: None,
@@ -425,14 +442,7 @@ async fn rpc_dup_adds_the_older_names_health_is_untraced_and_limits_are_events()
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
         .expect("health");
-    app.jobs
-        .get_quotas(traced(pb::GetQuotasRequest {}))
-        .await
-        .expect("quotas");
-    let spans = wait_for(&guard, &collector, "the RPC", |spans| {
-        !named(spans, GET_QUOTAS).is_empty()
-    })
-    .await;
+    let spans = traced_quotas_call(&app, &guard, &collector).await;
     let rpc = named(&spans, GET_QUOTAS)[0];
     assert_eq!(rpc.attr("rpc.system").as_deref(), Some("grpc"));
     assert_eq!(
@@ -660,14 +670,7 @@ async fn metrics_go_over_http_protobuf_with_the_traces_resource() {
     .await;
     let mut app =
         common::spawn_app_telemetry(sim::SimConfig::fast(), Some(&settings), |_| {}).await;
-    app.jobs
-        .get_quotas(traced(pb::GetQuotasRequest {}))
-        .await
-        .expect("quotas");
-    let spans = wait_for(&guard, &collector, "the RPC", |spans| {
-        !named(spans, GET_QUOTAS).is_empty()
-    })
-    .await;
+    let spans = traced_quotas_call(&app, &guard, &collector).await;
     let rpc = named(&spans, GET_QUOTAS)[0];
     assert_eq!(
         collector::attr(&rpc.resource, "service.name").as_deref(),
@@ -718,14 +721,7 @@ async fn metrics_exporter_none_keeps_traces_and_prometheus() {
             .await;
     let mut app =
         common::spawn_app_telemetry(sim::SimConfig::fast(), Some(&settings), |_| {}).await;
-    app.jobs
-        .get_quotas(traced(pb::GetQuotasRequest {}))
-        .await
-        .expect("quotas");
-    let spans = wait_for(&guard, &collector, "the RPC", |spans| {
-        !named(spans, GET_QUOTAS).is_empty()
-    })
-    .await;
+    let spans = traced_quotas_call(&app, &guard, &collector).await;
     assert_eq!(named(&spans, GET_QUOTAS)[0].trace_id(), TRACE_ID);
     wait_until_counted(&app, 1.0).await;
     stop(&mut app).await;
