@@ -60,15 +60,15 @@ impl Decision {
         if let Ok(limit) = HeaderValue::from_str(&self.limit.header()) {
             headers.insert("x-ratelimit-limit", limit);
         }
-        // Values that change from call to call are sent never-indexed: indexed, each
-        // would take a new slot in the connection's HPACK table and push out the
-        // headers every answer repeats (content-type, grpc-status, the limit above).
-        let mut remaining = HeaderValue::from(self.remaining);
-        remaining.set_sensitive(true);
-        headers.insert("x-ratelimit-remaining", remaining);
-        let mut reset = HeaderValue::from(ceil_secs(self.reset));
-        reset.set_sensitive(true);
-        headers.insert("x-ratelimit-reset", reset);
+        // Indexed like any header, though the values change from call to call: sent
+        // never-indexed, each answer carries both names as literals, to encode, decode
+        // and allocate on both ends, which measured no cheaper than the HPACK table
+        // churn of a new value (docs/BENCHMARKS.md, "What caller rate limits cost").
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from(ceil_secs(self.reset)),
+        );
     }
 }
 
