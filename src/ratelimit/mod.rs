@@ -60,10 +60,9 @@ impl Decision {
         if let Ok(limit) = HeaderValue::from_str(&self.limit.header()) {
             headers.insert("x-ratelimit-limit", limit);
         }
-        // Indexed like any header, though the values change from call to call: sent
-        // never-indexed, each answer carries both names as literals, to encode, decode
-        // and allocate on both ends, which measured no cheaper than the HPACK table
-        // churn of a new value (docs/BENCHMARKS.md, "What caller rate limits cost").
+        // Indexed like any header: these values mostly repeat (a bucket in use is
+        // rarely far from full or empty), and never-indexed would send both names as
+        // literals in every answer (docs/BENCHMARKS.md, "What caller rate limits cost").
         headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
         headers.insert(
             "x-ratelimit-reset",
