@@ -17,11 +17,12 @@ pub use policy::{ClassSettings, Limit, LimitSetting, RateLimits, RedisDown};
 pub use redis::RedisLimiter;
 pub use streams::{StreamGuard, Streams};
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 
 use crate::config::Config;
 use crate::shared_redis::SharedRedis;
@@ -57,18 +58,37 @@ impl Decision {
     /// Adds Envoy's `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset`
     /// (whole seconds until the bucket is full, rounded up) to response headers.
     pub fn annotate(&self, headers: &mut HeaderMap) {
-        if let Ok(limit) = HeaderValue::from_str(&self.limit.header()) {
-            headers.insert("x-ratelimit-limit", limit);
+        if let Some(limit) = limit_header(self.limit) {
+            headers.insert(X_RATELIMIT_LIMIT, limit);
         }
         // Indexed like any header: these values mostly repeat (a bucket in use is
         // rarely far from full or empty), and never-indexed would send both names as
         // literals in every answer (docs/BENCHMARKS.md, "What caller rate limits cost").
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
-        headers.insert(
-            "x-ratelimit-reset",
-            HeaderValue::from(ceil_secs(self.reset)),
-        );
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
+        headers.insert(X_RATELIMIT_RESET, HeaderValue::from(ceil_secs(self.reset)));
     }
+}
+
+// Names made once: a name given as a string is parsed and checked on every insert.
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// `limit`'s `x-ratelimit-limit` value. Kept per thread for the last limit rendered: a
+/// gateway has few limits, and formatting the rate (an f64) on every call cost more than
+/// the bucket check itself.
+fn limit_header(limit: Limit) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: RefCell<Option<(Limit, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((rendered, value)) if *rendered == limit => Some(value.clone()),
+        _ => {
+            let value = HeaderValue::from_str(&limit.header()).ok()?;
+            *last = Some((limit, value.clone()));
+            Some(value)
+        }
+    })
 }
 
 fn ceil_secs(duration: Duration) -> u64 {
