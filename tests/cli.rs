@@ -631,6 +631,28 @@ fn requests_file(dir: &tempfile::TempDir, lines: &[serde_json::Value]) -> String
     path.to_str().unwrap().to_owned()
 }
 
+/// Runs `batches add` on batch `id` with `lines` as its JSONL requests file.
+async fn cli_add_requests(
+    target: &str,
+    id: &str,
+    lines: &[serde_json::Value],
+    extra: &[&str],
+) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let requests = requests_file(&dir, lines);
+    let mut args = vec![
+        "batches",
+        "add",
+        id,
+        "--requests",
+        &requests,
+        "--target",
+        target,
+    ];
+    args.extend_from_slice(extra);
+    client(&args, &[]).await
+}
+
 #[tokio::test]
 async fn a_batch_is_created_filled_watched_and_read_through_the_cli() {
     let app = spawn_app().await;
@@ -650,9 +672,9 @@ async fn a_batch_is_created_filled_watched_and_read_through_the_cli() {
     assert_eq!(run.code, 0, "{}", run.all());
     let id = run.stdout.trim().to_owned();
 
-    let dir = tempfile::tempdir().unwrap();
-    let requests = requests_file(
-        &dir,
+    let run = cli_add_requests(
+        &target,
+        &id,
         &[
             serde_json::json!({
                 "batch_request_id": "r1",
@@ -661,19 +683,7 @@ async fn a_batch_is_created_filled_watched_and_read_through_the_cli() {
             // A bare chat-completions body gets an id from the gateway.
             serde_json::json!({"model": "grok-4", "messages": [{"role": "user", "content": "there"}]}),
         ],
-    );
-    let run = client(
-        &[
-            "batches",
-            "add",
-            &id,
-            "--requests",
-            &requests,
-            "--json",
-            "--target",
-            &target,
-        ],
-        &[],
+        &["--json"],
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.all());
@@ -698,6 +708,7 @@ async fn a_batch_is_created_filled_watched_and_read_through_the_cli() {
         run.stdout
     );
 
+    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("results.jsonl");
     let run = client(
         &[
@@ -758,22 +769,11 @@ async fn watch_batch_exits_4_when_the_batch_is_cancelled() {
     )
     .await;
     let id = run.stdout.trim().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let requests = requests_file(
-        &dir,
+    let run = cli_add_requests(
+        &target,
+        &id,
         &[
             serde_json::json!({"model": "grok-4", "messages": [{"role": "user", "content": "slow"}]}),
-        ],
-    );
-    let run = client(
-        &[
-            "batches",
-            "add",
-            &id,
-            "--requests",
-            &requests,
-            "--target",
-            &target,
         ],
         &[],
     )
@@ -864,24 +864,13 @@ async fn watch_batch_exits_3_when_requests_failed_and_results_show_the_error() {
     )
     .await;
     let id = run.stdout.trim().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let requests = requests_file(
-        &dir,
+    let run = cli_add_requests(
+        &target,
+        &id,
         &[
             serde_json::json!({"batch_request_id": "good", "chat_get_completion": {"model": "grok-4", "messages": [{"role": "user", "content": "hi"}]}}),
             // Accepted when added, refused when it runs.
             serde_json::json!({"batch_request_id": "bad", "chat_get_completion": {"model": "grok-4", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}}),
-        ],
-    );
-    let run = client(
-        &[
-            "batches",
-            "add",
-            &id,
-            "--requests",
-            &requests,
-            "--target",
-            &target,
         ],
         &[],
     )
