@@ -133,15 +133,7 @@ fn serve(extra: &[&str]) -> Served {
 fn serve_logging(extra: &[&str], rust_log: &str) -> Served {
     let mut command = Command::new(env!("CARGO_BIN_EXE_batchgate"));
     command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+        .args(common::serve_args("json"))
         .args(extra)
         .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())

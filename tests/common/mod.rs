@@ -24,6 +24,19 @@ pub struct TestApp {
     pub batches: BatchServiceClient<Channel>,
 }
 
+/// The arguments a test that runs the binary starts it with: `serve` on free ports (the
+/// gRPC and admin ones), logging `log_format` lines.
+pub fn serve_args(log_format: &str) -> [&str; 7] {
+    [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        log_format,
+    ]
+}
 /// Gateway settings for tests: quick retries, quick watches, managed demo key.
 pub fn test_settings(sim: &SimHandle) -> ConfigLayer {
     ConfigLayer {

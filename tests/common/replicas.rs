@@ -39,15 +39,7 @@ impl Replica {
             None => Command::new(binary),
         };
         command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+            .args(super::serve_args("json"))
             .arg("--allow-anonymous")
             .args(args)
             .stdin(Stdio::null())

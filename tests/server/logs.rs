@@ -184,15 +184,7 @@ async fn an_upstream_500_gives_one_warning() {
 #[test]
 fn text_logs_in_a_pipe_have_no_colours() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "text",
-        ])
+        .args(crate::common::serve_args("text"))
         .env("RUST_LOG", "info")
         .env_remove("NO_COLOR")
         .env_remove("BATCHGATE_LOG_FORMAT")
