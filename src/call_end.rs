@@ -128,11 +128,14 @@ where
         // line is written in, so it carries the call's trace id.
         end.span = tracing::Span::current();
         let (parts, body) = response.into_parts();
-        end.cache = parts
-            .headers
-            .get("x-cache")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // Only the access line shows it: no copy per call when lines are off.
+        if end.access_log {
+            end.cache = parts
+                .headers
+                .get("x-cache")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+        }
         if let Some(code) = code_in_head(&parts) {
             end.finish(code);
         }
