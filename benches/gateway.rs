@@ -31,8 +31,14 @@ struct Plan {
     repeats: usize,
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The gateway binary's runtime (no LIFO slot), in the server child and here alike.
+    batchgate::runtime::build()
+        .expect("a Tokio runtime")
+        .block_on(run());
+}
+
+async fn run() {
     if std::env::args().any(|a| a == child::CHILD_FLAG) {
         child::serve().await;
         return;

@@ -19,8 +19,14 @@ mod shared;
 
 use shared::{limiter, polling, telemetry, throughput, watchers};
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The gateway binary's runtime (no LIFO slot), so the gateways here run as they do there.
+    batchgate::runtime::build()
+        .expect("a Tokio runtime")
+        .block_on(run());
+}
+
+async fn run() {
     batchgate::upstream::http::install_crypto_provider();
     // `RUST_LOG=info` shows what the gateways log (lease takeovers, Redis fallbacks).
     if std::env::var_os("RUST_LOG").is_some() {

@@ -24,6 +24,7 @@ pub mod proto;
 pub mod ratelimit;
 pub mod records;
 pub mod request_budget;
+pub mod runtime;
 pub mod server;
 pub mod services;
 pub mod shared_redis;

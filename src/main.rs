@@ -11,6 +11,14 @@ use batchgate::server::App;
 use batchgate::sim::SimConfig;
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: a watch fan-out allocates and frees a few
+/// buffers per stream per message on every worker at once, where glibc spent about a
+/// fifth of the CPU in `free` and its consolidation (the FINAL reached 10 000 watchers
+/// in 350-430 ms with glibc, 200-260 ms with mimalloc; docs/BENCHMARKS.md, issue 8).
+/// Freed memory goes back to the OS through `heap_trim`, as it did with glibc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One gRPC endpoint for batch LLM inference on Sutro jobs and xAI batches.
 #[derive(Parser)]
 #[command(version, about)]
@@ -86,9 +94,18 @@ fn check_config(file: Option<PathBuf>, settings: ConfigLayer) -> Result<(), Stri
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match batchgate::runtime::build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(error) => {
+            eprintln!("batchgate: cannot start the Tokio runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Client(command) => return batchgate::cli::run(command).await,
         Command::Serve { config, settings } => serve(config, settings).await,
@@ -112,10 +129,15 @@ async fn serve(file: Option<PathBuf>, settings: ConfigLayer) -> Result<(), Strin
         config.otlp_endpoint.as_deref(),
     )?;
     let _telemetry = batchgate::telemetry::init_with(&telemetry)?;
+    if !batchgate::runtime::lifo_slot_off() {
+        tracing::warn!(
+            "built without --cfg tokio_unstable: Tokio's LIFO slot stays on and watch fan-out is slower (see src/runtime.rs)"
+        );
+    }
     let app = App::start_with_telemetry(config, &telemetry)
         .await
         .map_err(|e| e.to_string())?;
-    // glibc keeps what a burst of large creates freed; see heap_trim for the choice.
+    // mimalloc returns what a burst of large creates freed only when asked; see heap_trim.
     batchgate::heap_trim::spawn_trimmer();
     app.run_until_signal().await.map_err(|e| e.to_string())
 }

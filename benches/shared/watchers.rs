@@ -73,19 +73,27 @@ async fn one_run(
         }
     }))
     .await;
-    let ends = join_all(streams.into_iter().map(|mut stream| async move {
-        let mut progress = 0u64;
-        let mut final_at = None;
-        while let Ok(Some(message)) = stream.message().await {
-            match message.kind() {
-                pb::WatchEventKind::Progress => progress += 1,
-                pb::WatchEventKind::Final => final_at = Some(SystemTime::now()),
-                _ => {}
+    // One task per watcher, as 10 000 separate callers would be: inside one future
+    // their messages would be decoded one after another on one thread.
+    let readers = streams.into_iter().map(|mut stream| {
+        tokio::spawn(async move {
+            let mut progress = 0u64;
+            let mut final_at = None;
+            while let Ok(Some(message)) = stream.message().await {
+                match message.kind() {
+                    pb::WatchEventKind::Progress => progress += 1,
+                    pb::WatchEventKind::Final => final_at = Some(SystemTime::now()),
+                    _ => {}
+                }
             }
-        }
-        (progress, final_at)
-    }))
-    .await;
+            (progress, final_at)
+        })
+    });
+    let ends: Vec<(u64, Option<SystemTime>)> = join_all(readers)
+        .await
+        .into_iter()
+        .map(|end| end.expect("a watcher's task ends"))
+        .collect();
     let cpu = (mem::cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64();
     let commands = redis_commands(redis).saturating_sub(commands_before);
     let streams_opened = replicas.sim.calls(PROGRESS_ROUTE);

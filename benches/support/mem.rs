@@ -1,11 +1,12 @@
 //! Memory and CPU accounting: resident set size from `/proc/self/statm`, live heap
-//! bytes from a counting global allocator (switched on only in the server child, so the
-//! client side of the latency runs pays nothing for it), CPU time from `/proc/self/stat`.
+//! bytes from a counting global allocator over mimalloc, the gateway binary's allocator
+//! (counting is switched on only in the server child, so the client side of the latency
+//! runs pays nothing for it), CPU time from `/proc/self/stat`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
-/// The system allocator, counting live bytes once `start_counting` was called.
+/// mimalloc, counting live bytes once `start_counting` was called.
 pub struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
@@ -20,11 +21,11 @@ fn count(delta: isize) {
     }
 }
 
-// SAFETY: every call is forwarded unchanged to `System`; only a counter is updated.
+// SAFETY: every call is forwarded unchanged to mimalloc; only a counter is updated.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { mimalloc::MiMalloc.alloc(layout) };
         if !ptr.is_null() {
             count(layout.size() as isize);
         }
@@ -33,7 +34,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
         if !ptr.is_null() {
             count(layout.size() as isize);
         }
@@ -41,14 +42,14 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout` (every allocation is).
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: `ptr` was allocated by mimalloc with `layout` (every allocation is).
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
         count(-(layout.size() as isize));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as for `dealloc`, and the caller upholds `realloc`'s contract.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        let new = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             count(new_size as isize - layout.size() as isize);
         }

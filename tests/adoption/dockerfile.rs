@@ -86,6 +86,7 @@ fn the_dockerfile_copies_parse() {
     for needed in [
         "Cargo.toml",
         "Cargo.lock",
+        ".cargo",
         "build.rs",
         "proto",
         "src",
