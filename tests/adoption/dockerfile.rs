@@ -132,7 +132,15 @@ async fn the_crate_builds_from_what_the_dockerfile_copies() {
     // forgets makes it stale, and the rebuild fails (checked by deleting proto/ and
     // src/sim/ from the copy). A fixed place keeps one copy, not one per run.
     let target = target_dir();
-    let root = target.join("dockerfile-context");
+    // Outside the repository: Cargo reads `.cargo/config.toml` in every parent directory
+    // and concatenates their arrays, so a copy under target/ would get the repository's
+    // `rustflags` twice (every dependency rebuilt, four minutes) and would hide a
+    // Dockerfile that forgets `.cargo`. One place per checkout, keyed by its target dir.
+    let root = std::env::temp_dir().join(format!(
+        "batchgate-dockerfile-context-{:016x}",
+        stable_hash(&target)
+    ));
+    let tokio_builds_before = tokio_builds(&target);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     for (sources, dest) in copies(&text) {
@@ -194,4 +202,34 @@ async fn the_crate_builds_from_what_the_dockerfile_copies() {
         "built from the Dockerfile's files in {:?}",
         started.elapsed()
     );
+    assert_eq!(
+        tokio_builds(&target),
+        tokio_builds_before,
+        "the Dockerfile's build compiled the dependencies again: its flags or features \
+         differ from the suite's (a `.cargo/config.toml` read twice, or not copied)"
+    );
+}
+
+/// How many differently configured builds of tokio the target directory holds.
+fn tokio_builds(target: &Path) -> usize {
+    std::fs::read_dir(target.join("debug/deps"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.starts_with("libtokio-") && name.ends_with(".rlib")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn stable_hash(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // `DefaultHasher::new()` has fixed keys: the same path gives the same name each run.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut hasher);
+    hasher.finish()
 }
