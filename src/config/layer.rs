@@ -11,7 +11,8 @@ use crate::ratelimit::{ClassSettings, RedisDown};
 use super::{ConfigError, DEFAULT_REQUEST_BYTES_IN_FLIGHT};
 
 /// One layer of settings: the command line (with env fallbacks) or the TOML file.
-/// Every field is optional so that layers can be merged; defaults live in [`Config`].
+/// Every field is optional so that layers can be merged; the defaults are the lowest
+/// layer, [`ConfigLayer::defaults`].
 #[derive(Debug, Clone, Default, clap::Args, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigLayer {
@@ -361,8 +362,9 @@ impl ConfigLayer {
         toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
     }
 
-    /// Every setting that has a default, at its default: [`Config::resolve`] of this
-    /// layer is [`Config::embedded`] (a unit test keeps the two in step).
+    /// Every setting that has a default, at its default: the one place defaults are
+    /// written. [`Config::resolve`] puts it under every layer; each flag's `--help`
+    /// repeats its value (a unit test keeps the two in step).
     pub fn defaults() -> ConfigLayer {
         ConfigLayer {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),

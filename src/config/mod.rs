@@ -136,9 +136,21 @@ pub struct UpstreamBudgets {
 /// The largest message the gateway ever sends (gRPC's common default receive limit).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// A setting `ConfigLayer::defaults()` fills, so `None` here is a bug there; the
+/// unit tests resolve the bare defaults, which would fail on it.
+macro_rules! filled {
+    ($layer:ident . $field:ident) => {
+        $layer.$field.ok_or_else(|| {
+            ConfigError(concat!(stringify!($field), " has no value and no default").into())
+        })?
+    };
+}
+
 impl Config {
     /// Resolves a merged layer into a config, applying defaults and checking values.
     pub fn resolve(layer: ConfigLayer) -> Result<Config, ConfigError> {
+        // Defaults are written once, in `ConfigLayer::defaults()`.
+        let layer = layer.over(ConfigLayer::defaults());
         let ms = Duration::from_millis;
         let sutro_base_url = layer
             .sutro_base_url
@@ -154,13 +166,13 @@ impl Config {
                 normalize_base_url(raw).map_err(|e| ConfigError(format!("xai_base_url: {e}")))
             })
             .transpose()?;
-        let xai_add_chunk_requests = layer.xai_add_chunk_requests.unwrap_or(1000);
+        let xai_add_chunk_requests = filled!(layer.xai_add_chunk_requests);
         if xai_add_chunk_requests == 0 {
             return Err(ConfigError(
                 "xai_add_chunk_requests must be at least 1".into(),
             ));
         }
-        let results_chunk_bytes = layer.results_chunk_bytes.unwrap_or(1024 * 1024);
+        let results_chunk_bytes = filled!(layer.results_chunk_bytes);
         if !(1024..=MAX_MESSAGE_BYTES / 2).contains(&results_chunk_bytes) {
             return Err(ConfigError(format!(
                 "results_chunk_bytes must be between 1024 and {}",
@@ -172,8 +184,8 @@ impl Config {
             layer.redis_cluster_nodes.as_deref(),
         )
         .map_err(ConfigError)?;
-        let upstream_timeout = ms(layer.upstream_timeout_ms.unwrap_or(30_000));
-        let idempotency_ttl = Duration::from_secs(layer.idempotency_ttl_secs.unwrap_or(86_400));
+        let upstream_timeout = ms(filled!(layer.upstream_timeout_ms));
+        let idempotency_ttl = Duration::from_secs(filled!(layer.idempotency_ttl_secs));
         // A Pending record that expired mid-create would let a racing replica create again.
         let create_bound = upstream_timeout + crate::idempotency::PENDING_GRACE;
         if idempotency_ttl < create_bound {
@@ -184,19 +196,19 @@ impl Config {
                 create_bound.as_secs_f64().ceil()
             )));
         }
-        let http2_max_concurrent_streams = layer.http2_max_concurrent_streams.unwrap_or(1000);
+        let http2_max_concurrent_streams = filled!(layer.http2_max_concurrent_streams);
         if http2_max_concurrent_streams == 0 {
             return Err(ConfigError(
                 "http2_max_concurrent_streams must be at least 1".into(),
             ));
         }
-        let upstream_max_in_flight = layer.upstream_max_in_flight.unwrap_or(64);
+        let upstream_max_in_flight = filled!(layer.upstream_max_in_flight);
         if upstream_max_in_flight == 0 {
             return Err(ConfigError(
                 "upstream_max_in_flight must be at least 1".into(),
             ));
         }
-        let retry_max_attempts = layer.retry_max_attempts.unwrap_or(4);
+        let retry_max_attempts = filled!(layer.retry_max_attempts);
         if retry_max_attempts == 0 {
             return Err(ConfigError("retry_max_attempts must be at least 1".into()));
         }
@@ -229,13 +241,9 @@ impl Config {
         };
         Ok(Config {
             tls,
-            listen: layer
-                .listen
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            listen: filled!(layer.listen),
             // OpenTelemetry's Prometheus exporters' customary port.
-            admin_listen: layer
-                .admin_listen
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            admin_listen: filled!(layer.admin_listen),
             sutro_base_url,
             sutro_api_key: layer
                 .sutro_api_key
@@ -243,44 +251,39 @@ impl Config {
                 .map(Secret::new),
             xai_base_url,
             xai_api_key: layer.xai_api_key.filter(|k| !k.is_empty()).map(Secret::new),
-            xai_add_chunk_bytes: layer
-                .xai_add_chunk_bytes
-                .unwrap_or(20 * 1024 * 1024)
-                .max(1024),
+            xai_add_chunk_bytes: filled!(layer.xai_add_chunk_bytes).max(1024),
             xai_add_chunk_requests,
             upstream_timeout,
             retry: RetryPolicy {
                 max_attempts: retry_max_attempts,
-                base_delay: ms(layer.retry_base_delay_ms.unwrap_or(100)),
-                max_delay: ms(layer.retry_max_delay_ms.unwrap_or(2_000)),
+                base_delay: ms(filled!(layer.retry_base_delay_ms)),
+                max_delay: ms(filled!(layer.retry_max_delay_ms)),
             },
-            watch_heartbeat: ms(layer.watch_heartbeat_ms.unwrap_or(10_000).max(10)),
-            watch_poll: ms(layer.watch_poll_ms.unwrap_or(1_000).max(10)),
-            watch_min_interval: ms(layer.watch_min_interval_ms.unwrap_or(100)),
-            watch_fanout_per_second: layer.watch_fanout_per_second.unwrap_or(10_000),
-            watch_max: Duration::from_secs(layer.watch_max_secs.unwrap_or(48 * 3600)),
-            max_request_bytes: layer.max_request_bytes.unwrap_or(64 * 1024 * 1024),
-            max_upstream_body_bytes: layer.max_upstream_body_bytes.unwrap_or(512 * 1024 * 1024),
+            watch_heartbeat: ms(filled!(layer.watch_heartbeat_ms).max(10)),
+            watch_poll: ms(filled!(layer.watch_poll_ms).max(10)),
+            watch_min_interval: ms(filled!(layer.watch_min_interval_ms)),
+            watch_fanout_per_second: filled!(layer.watch_fanout_per_second),
+            watch_max: Duration::from_secs(filled!(layer.watch_max_secs)),
+            max_request_bytes: filled!(layer.max_request_bytes),
+            max_upstream_body_bytes: filled!(layer.max_upstream_body_bytes),
             results_chunk_bytes,
             idempotency_ttl,
-            max_request_bytes_in_flight: layer
-                .max_request_bytes_in_flight
-                .unwrap_or(DEFAULT_REQUEST_BYTES_IN_FLIGHT),
+            max_request_bytes_in_flight: filled!(layer.max_request_bytes_in_flight),
             http2_max_concurrent_streams,
             upstream_max_in_flight,
-            drain_timeout: ms(layer.drain_timeout_ms.unwrap_or(10_000)),
-            log_format: layer.log_format.unwrap_or_default(),
-            access_log: layer.access_log.unwrap_or(true),
+            drain_timeout: ms(filled!(layer.drain_timeout_ms)),
+            log_format: filled!(layer.log_format),
+            access_log: filled!(layer.access_log),
             cors: CorsOrigins::resolve(layer.cors_allowed_origins.as_deref().unwrap_or_default())?,
             otlp_endpoint: layer.otlp_endpoint.filter(|e| !e.is_empty()),
             redis,
-            redis_timeout: ms(layer.redis_timeout_ms.unwrap_or(250).max(1)),
-            cache_live_ttl: ms(layer.cache_live_ttl_ms.unwrap_or(1_000)),
-            cache_final_ttl: Duration::from_secs(layer.cache_final_ttl_secs.unwrap_or(3_600)),
-            auth_ttl: Duration::from_secs(layer.auth_ttl_secs.unwrap_or(60)),
+            redis_timeout: ms(filled!(layer.redis_timeout_ms).max(1)),
+            cache_live_ttl: ms(filled!(layer.cache_live_ttl_ms)),
+            cache_final_ttl: Duration::from_secs(filled!(layer.cache_final_ttl_secs)),
+            auth_ttl: Duration::from_secs(filled!(layer.auth_ttl_secs)),
             // A lease shorter than a few Redis round trips would lapse while renewed.
-            watch_lease: ms(layer.watch_lease_ms.unwrap_or(5_000).max(100)),
-            watch_grace: ms(layer.watch_grace_ms.unwrap_or(5_000)),
+            watch_lease: ms(filled!(layer.watch_lease_ms).max(100)),
+            watch_grace: ms(filled!(layer.watch_grace_ms)),
             admission: Admission {
                 tenants: layer
                     .tenants_file
@@ -288,21 +291,21 @@ impl Config {
                     .map(Tenants::from_file)
                     .transpose()
                     .map_err(ConfigError)?,
-                anonymous: layer.allow_anonymous.unwrap_or(false),
+                anonymous: filled!(layer.allow_anonymous),
             },
             rate_limits,
             budgets: UpstreamBudgets {
-                xai_creates_per_second: rate(layer.xai_creates_per_second.unwrap_or(2.0))?,
-                xai_adds_per_second: rate(layer.xai_add_calls_per_30s.unwrap_or(1000.0))?
+                xai_creates_per_second: rate(filled!(layer.xai_creates_per_second))?,
+                xai_adds_per_second: rate(filled!(layer.xai_add_calls_per_30s))?
                     .map(|per_30s| per_30s / 30.0),
-                sutro_creates_per_second: rate(layer.sutro_creates_per_second.unwrap_or(0.0))?,
+                sutro_creates_per_second: rate(filled!(layer.sutro_creates_per_second))?,
             },
         })
     }
 
     /// Defaults only: the built-in simulator, no keys.
     pub fn embedded() -> Config {
-        // Defaults are all valid, so this cannot fail; keep the fallible path for real input.
+        // The defaults are all valid (a unit test resolves them), so this cannot fail.
         Config::resolve(ConfigLayer::default()).unwrap_or_else(|e| unreachable!("{e}"))
     }
 }

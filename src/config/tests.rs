@@ -178,12 +178,10 @@ fn cors_origins_are_off_by_default_and_checked() {
 }
 
 #[test]
-fn the_defaults_layer_resolves_to_the_embedded_config() {
-    let from_layer = Config::resolve(ConfigLayer::defaults()).unwrap();
-    assert_eq!(
-        format!("{from_layer:?}"),
-        format!("{:?}", Config::embedded())
-    );
+fn the_defaults_resolve_and_every_flag_help_states_its_default() {
+    let embedded = Config::embedded();
+    assert_eq!(embedded.listen, SocketAddr::from(([127, 0, 0, 1], 50051)));
+    assert!(embedded.sutro_base_url.is_none() && embedded.redis.is_none());
     // Every key the defaults print is a setting, and a setting's key is its flag's.
     let keys = ConfigLayer::keys();
     let printed: toml::Table =
@@ -193,6 +191,44 @@ fn the_defaults_layer_resolves_to_the_embedded_config() {
     }
     assert!(keys.iter().any(|k| k == "results_chunk_bytes"));
     assert!(keys.iter().any(|k| k == "tenant_limits"));
+    // `--help` says `[default: X]` in prose; X must be what `ConfigLayer::defaults()` sets.
+    use clap::Args;
+    let command = ConfigLayer::augment_args(clap::Command::new("batchgate"));
+    let mut checked = 0;
+    for arg in command.get_arguments() {
+        let key = arg.get_id().to_string();
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        let Some(stated) = help.split("[default: ").nth(1) else {
+            assert!(
+                !printed.contains_key(&key),
+                "{key}'s --help states no default"
+            );
+            continue;
+        };
+        let stated = stated.split([',', ';', ']']).next().unwrap().trim();
+        let Some(value) = printed.get(&key) else {
+            assert_eq!(
+                stated, "none",
+                "{key} has no default, its --help says {stated}"
+            );
+            continue;
+        };
+        let actual = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Float(f) if f.fract() == 0.0 => format!("{f:.0}"),
+            other => other.to_string(),
+        };
+        assert_eq!(
+            stated, actual,
+            "{key}: --help and ConfigLayer::defaults() differ"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} defaults checked");
 }
 
 #[test]
