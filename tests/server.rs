@@ -1,4 +1,4 @@
-//! The server around the services: who may call, TLS and mutual TLS, health, reflection
+//! The server around the services: who may call, TLS and mutual TLS (and the CLI over them), health, reflection
 //! (v1 and v1alpha), CORS for gRPC-Web pages, the embedded defaults of `batchgate serve`, and graceful shutdown.
 
 #[path = "server/callers.rs"]
@@ -14,6 +14,8 @@ mod logs;
 mod metrics;
 #[path = "server/tls.rs"]
 mod tls;
+#[path = "server/tls_cli.rs"]
+mod tls_cli;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! The client commands' command line: `watch`, `jobs`, `batches` and `health`, and the
-//! connection flags they share (`--target`, `--key`, `--json`).
+//! connection flags they share (`--target`, `--key`, `--json`, TLS).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +31,21 @@ pub struct Connection {
     /// Give up on connecting to the gateway after this many seconds.
     #[arg(long, global = true, default_value_t = 5.0, value_name = "SECONDS")]
     pub connect_timeout: f64,
+    /// For an `https://` target: the PEM bundle of certificate authorities to trust
+    /// instead of the system's roots (the CA that signed the gateway's `tls_cert`).
+    #[arg(long, global = true, env = "BATCHGATE_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// For a gateway with `tls_client_ca` (mutual TLS): the PEM certificate chain this
+    /// client presents; goes with --client-key.
+    #[arg(long, global = true, env = "BATCHGATE_CLIENT_CERT", value_name = "PEM")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, global = true, env = "BATCHGATE_CLIENT_KEY", value_name = "PEM")]
+    pub client_key: Option<PathBuf>,
+    /// The name the gateway's certificate must carry, when the target's host is not
+    /// it (an IP address, a port-forward to localhost).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 // By hand, so that no debug print can show the key.
@@ -40,11 +55,21 @@ impl std::fmt::Debug for Connection {
             .field("target", &self.target)
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
             .field("json", &self.json)
+            .field("tls_ca", &self.tls_ca)
+            .field("client_cert", &self.client_cert)
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
+    /// Whether any TLS flag is set: a target without a scheme is then `https://`.
+    pub fn wants_tls(&self) -> bool {
+        self.tls_ca.is_some()
+            || self.client_cert.is_some()
+            || self.client_key.is_some()
+            || self.tls_server_name.is_some()
+    }
+
     /// `--connect-timeout` as a duration; a nonsense value falls back to 5 s.
     pub fn connect_timeout(&self) -> Duration {
         Duration::try_from_secs_f64(self.connect_timeout).unwrap_or(Duration::from_secs(5))

@@ -38,8 +38,9 @@ pub enum CliError {
         reason: String,
     },
     /// The gateway answered a call with an error status: its code's name (`NotFound`,
-    /// which scripts and people search for) rather than tonic's sentence for it.
-    #[error("{:?}: {}", .0.code(), .0.message())]
+    /// which scripts and people search for) rather than tonic's sentence for it, and
+    /// for a status the client made itself (the connection broke) the transport's why.
+    #[error("{}", status_line(.0))]
     Status(#[from] tonic::Status),
     /// A bad input: a flag, a file's content.
     #[error("{0}")]
@@ -67,5 +68,21 @@ impl CliError {
             return Self::Closed;
         }
         Self::Io(format!("{what}: {error}"))
+    }
+}
+
+/// `Code: message`, with the causes the message does not already say.
+fn status_line(status: &tonic::Status) -> String {
+    let (code, message) = (status.code(), status.message());
+    let Some(source) = std::error::Error::source(status) else {
+        return format!("{code:?}: {message}");
+    };
+    let causes = super::connect::causes(source);
+    if causes.starts_with(message) {
+        format!("{code:?}: {causes}")
+    } else if message.contains(&causes) {
+        format!("{code:?}: {message}")
+    } else {
+        format!("{code:?}: {message} ({causes})")
     }
 }

@@ -13,7 +13,7 @@ use super::output::Out;
 
 /// Checks the gateway `args` names.
 pub async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
-    let channel = super::channel(&args.connection).await?;
+    let channel = super::connect::channel(&args.connection).await?;
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: args.service.clone(),
     });

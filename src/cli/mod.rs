@@ -3,6 +3,7 @@
 
 mod args;
 mod batches;
+mod connect;
 mod error;
 mod health;
 mod input;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::proto::sutro::v1::job_service_client::JobServiceClient;
 use crate::proto::xai::v1::batch_service_client::BatchServiceClient;
@@ -85,31 +86,13 @@ impl Auth {
     }
 }
 
-/// A channel to `--target`, connected now so that an unreachable gateway is reported
-/// as such before any call.
-async fn channel(connection: &args::Connection) -> Result<Channel, CliError> {
-    // `host:port` alone means plain-text HTTP/2, as the default target is.
-    let target = if connection.target.contains("://") {
-        connection.target.clone()
-    } else {
-        format!("http://{}", connection.target)
-    };
-    let endpoint = Endpoint::from_shared(target)
-        .map_err(|e| CliError::Input(format!("--target {}: {e}", connection.target)))?
-        .connect_timeout(connection.connect_timeout());
-    endpoint.connect().await.map_err(|e| CliError::Unreachable {
-        target: connection.target.clone(),
-        reason: causes(&e),
-    })
-}
-
 /// A JobService client to `--target`, with the caller's key.
 async fn jobs_client(
     connection: &args::Connection,
 ) -> Result<JobServiceClient<InterceptedService<Channel, Auth>>, CliError> {
     let auth = Auth::new(connection.key.as_deref())?;
     Ok(
-        JobServiceClient::with_interceptor(channel(connection).await?, auth)
+        JobServiceClient::with_interceptor(connect::channel(connection).await?, auth)
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
 }
@@ -120,7 +103,7 @@ async fn batches_client(
 ) -> Result<BatchServiceClient<InterceptedService<Channel, Auth>>, CliError> {
     let auth = Auth::new(connection.key.as_deref())?;
     Ok(
-        BatchServiceClient::with_interceptor(channel(connection).await?, auth)
+        BatchServiceClient::with_interceptor(connect::channel(connection).await?, auth)
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
 }
@@ -128,20 +111,4 @@ async fn batches_client(
 /// Whether stdout is a terminal: a progress bar there, plain lines otherwise.
 fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
-}
-
-/// An error and its sources on one line: tonic's own text is only "transport error".
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        // Some errors already quote their source in their own text.
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -25,19 +25,19 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::common::test_settings;
 
 /// A certificate authority made for one test.
-struct Ca {
-    pem: String,
+pub(crate) struct Ca {
+    pub(crate) pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, in PEM.
-struct Leaf {
-    cert: String,
-    key: String,
+pub(crate) struct Leaf {
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -63,7 +63,7 @@ impl Ca {
         }
     }
 
-    fn server(&self) -> Leaf {
+    pub(crate) fn server(&self) -> Leaf {
         self.leaf(
             "localhost",
             &["localhost"],
@@ -71,7 +71,7 @@ impl Ca {
         )
     }
 
-    fn client(&self, cn: &str, sans: &[&str]) -> Leaf {
+    pub(crate) fn client(&self, cn: &str, sans: &[&str]) -> Leaf {
         self.leaf(cn, sans, ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
@@ -83,7 +83,7 @@ fn replace(path: &Path, contents: &str) {
     std::fs::rename(&staged, path).expect("move it into place");
 }
 
-struct Files {
+pub(crate) struct Files {
     cert: PathBuf,
     key: PathBuf,
 }
@@ -101,7 +101,7 @@ impl Files {
 }
 
 /// The gateway over TLS with `server`'s certificate, beside the simulator.
-async fn start_tls(
+pub(crate) async fn start_tls(
     dir: &Path,
     server: &Leaf,
     tweak: impl FnOnce(&mut ConfigLayer),
@@ -208,7 +208,7 @@ async fn a_client_that_trusts_the_ca_calls_over_tls() {
 
 /// A tenants file naming `search` by its certificate's CN (Sutro only) and `ops` by a
 /// DNS SAN (everything), for a gateway that asks for client certificates from `ca`.
-fn mutual(dir: &Path, ca: &Ca) -> impl FnOnce(&mut ConfigLayer) {
+pub(crate) fn mutual(dir: &Path, ca: &Ca) -> impl FnOnce(&mut ConfigLayer) {
     let tenants = dir.join("tenants.toml");
     std::fs::write(
         &tenants,
