@@ -39,7 +39,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-use super::throughput::{Case, measure};
+use super::throughput::{Case, measure, median};
 
 const CONNECTIONS: usize = 50;
 const STATUS_RPC: &str = "batchgate.sutro.v1.JobService/GetJobStatus";
@@ -171,18 +171,6 @@ pub async fn run(quick: bool) {
         "  OTLP sink, metric exports by service: {:?} (\"off\" is service.name batchgate: it must send nothing)",
         seen.metric_exports
     );
-}
-
-/// The middle value (the mean of the two middle ones for an even count).
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    } else {
-        sorted[mid]
-    }
 }
 
 /// One `batchgate serve` process and the client side that drives it.

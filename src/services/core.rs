@@ -247,14 +247,15 @@ impl<P: Provider> ServiceCore<P> {
     ) -> Result<Response<M>>
     where
         M: prost::Message + Default + 'static,
-        F: FnOnce(P, CallContext) -> Fut,
+        F: FnOnce(P, CallContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Reply<M>>> + Send + 'static,
     {
         // A refresh is shared by every concurrent caller of the key and outlives the one
         // that started it: it gets the upstream bound, not that caller's deadline (as a
         // keyed create does); each caller bounds its own wait by its own deadline.
         let refresh_ctx = ctx.with_deadline(Deadline::after(self.config.upstream_timeout));
-        let fetch = fetch(self.client.clone(), refresh_ctx);
+        let client = self.client.clone();
+        let fetch = move || fetch(client, refresh_ctx);
         let wait = Wait {
             deadline: ctx.deadline,
             upstream: self.client.upstream().clone(),

@@ -37,20 +37,21 @@ impl Wait {
     }
 }
 
-/// Answers one Get through `cache` at `key`: `fetch` is the upstream read (with the
+/// Answers one Get through `cache` at `key`: `fetch` makes the upstream read (with the
 /// caller's credentials) and `is_final` tells a terminal state. The response carries
 /// `x-cache` and `age`, and on a MISS the upstream's request id when this call's own
 /// read answered it (a call that joined another's read has none of its own).
-pub async fn read_through<M, Fut>(
+pub async fn read_through<M, F, Fut>(
     cache: &Arc<dyn StatusCache>,
     auth: &AuthGate,
     key: &ResourceKey,
-    fetch: Fut,
+    fetch: F,
     is_final: fn(&M) -> bool,
     wait: Wait,
 ) -> Result<Response<M>>
 where
     M: Message + Default + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<Reply<M>>> + Send + 'static,
 {
     let rendered = key.to_string();
@@ -59,7 +60,9 @@ where
     let refresh = {
         let (auth, gate_key, request_id) = (auth.clone(), key.clone(), request_id.clone());
         async move {
-            let reply = match fetch.await {
+            // An upstream read's future is kilobytes (the HTTP client's states): made and
+            // boxed only when a refresh runs, it stays out of every cache hit's future.
+            let reply = match Box::pin(fetch()).await {
                 Ok(reply) => reply,
                 Err(error) => {
                     if error.code() == Code::Unauthenticated {
@@ -170,15 +173,13 @@ mod tests {
         Arc::new(MemoryCache::new(policy, 100))
     }
 
-    fn job(name: &str) -> impl Future<Output = Result<Reply<Job>>> + Send + 'static {
+    fn job(name: &str) -> impl FnOnce() -> std::future::Ready<Result<Reply<Job>>> + Send + 'static {
         let body = Job {
             name: Some(name.into()),
             ..Default::default()
         };
-        std::future::ready(Ok(Reply {
-            body,
-            request_id: Some(format!("req-{name}")),
-        }))
+        let request_id = Some(format!("req-{name}"));
+        move || std::future::ready(Ok(Reply { body, request_id }))
     }
 
     fn wait() -> Wait {
@@ -213,6 +214,19 @@ mod tests {
             .unwrap();
         assert_eq!(header(&hit, "x-cache").as_deref(), Some("HIT"));
         assert_eq!(header(&hit, "age").as_deref(), Some("0"));
+        // A hit never makes the upstream read's future (kilobytes, boxed) at all.
+        let made = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fetch = {
+            let (made, read) = (made.clone(), job("unused"));
+            move || {
+                made.store(true, std::sync::atomic::Ordering::SeqCst);
+                read()
+            }
+        };
+        read_through(&cache, &auth, &key, fetch, |_| false, wait())
+            .await
+            .unwrap();
+        assert!(!made.load(std::sync::atomic::Ordering::SeqCst));
         assert_eq!(header(&hit, "x-upstream-request-id"), None);
         assert_eq!(hit.get_ref().name.as_deref(), Some("a"));
 
@@ -229,8 +243,8 @@ mod tests {
 
         // A key refused on any read loses its standing at once, not when the TTL runs out.
         let other = ResourceKey::new("t", "sutro", kind::JOB, "job-2");
-        let refused = std::future::ready(Err(Error::Unauthenticated("revoked".into())));
-        let err = read_through::<Job, _>(&cache, &auth, &other, refused, |_| false, wait())
+        let refused = || std::future::ready(Err(Error::Unauthenticated("revoked".into())));
+        let err = read_through::<Job, _, _>(&cache, &auth, &other, refused, |_| false, wait())
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
