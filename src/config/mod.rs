@@ -216,8 +216,8 @@ impl Config {
             layer.rate_limits.as_ref(),
             layer.tenant_limits.as_ref(),
             layer.max_streams_per_tenant,
-            layer.rate_limit_redis_down,
-            layer.rate_limit_replicas,
+            filled!(layer.rate_limit_redis_down),
+            filled!(layer.rate_limit_replicas),
         )
         .map_err(ConfigError)?;
         let tls = match (layer.tls_cert, layer.tls_key) {

@@ -332,8 +332,8 @@ mod tests {
             Some(&file.rate_limits),
             Some(&file.tenant_limits),
             file.max_streams_per_tenant,
-            None,
-            None,
+            crate::ratelimit::RedisDown::Local,
+            1,
         )
         .unwrap();
         let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryLimiter::new(Duration::from_secs(10)));

@@ -112,8 +112,8 @@ impl RateLimits {
         defaults: Option<&ClassSettings>,
         tenants: Option<&BTreeMap<String, ClassSettings>>,
         max_streams_per_tenant: Option<u32>,
-        redis_down: Option<RedisDown>,
-        replicas: Option<u32>,
+        redis_down: RedisDown,
+        replicas: u32,
     ) -> Result<RateLimits, String> {
         let table = |settings: Option<&ClassSettings>, at: &str| {
             let mut limits = [None; 4];
@@ -131,7 +131,6 @@ impl RateLimits {
                 Ok((tenant.clone(), table(Some(settings), &at)?))
             })
             .collect::<Result<_, String>>()?;
-        let replicas = replicas.unwrap_or(1);
         if replicas == 0 {
             return Err("rate_limit_replicas must be at least 1".into());
         }
@@ -142,7 +141,7 @@ impl RateLimits {
             default,
             tenants,
             max_streams_per_tenant,
-            redis_down: redis_down.unwrap_or_default(),
+            redis_down,
             replicas,
         })
     }
@@ -203,7 +202,8 @@ mod tests {
              [tenant_limits.\"key-abc\".create]\nper_second = 0.5\nburst = 2\n",
         );
         let limits =
-            RateLimits::resolve(Some(&defaults), Some(&tenants), None, None, None).unwrap();
+            RateLimits::resolve(Some(&defaults), Some(&tenants), None, RedisDown::Local, 1)
+                .unwrap();
         let read = Limit {
             per_second: 50.0,
             burst: 10,
@@ -236,14 +236,14 @@ mod tests {
         ] {
             let (defaults, _) = parse(bad);
             assert!(
-                RateLimits::resolve(Some(&defaults), None, None, None, None).is_err(),
+                RateLimits::resolve(Some(&defaults), None, None, RedisDown::Local, 1).is_err(),
                 "{bad}"
             );
         }
         assert!(toml::from_str::<ClassSettings>("[reads]\nper_second = 1\n").is_err());
         assert!(toml::from_str::<ClassSettings>("[read]\nper_second = 1\nrate = 2\n").is_err());
-        assert!(RateLimits::resolve(None, None, None, None, Some(0)).is_err());
-        assert!(RateLimits::resolve(None, None, Some(0), None, None).is_err());
+        assert!(RateLimits::resolve(None, None, None, RedisDown::Local, 0).is_err());
+        assert!(RateLimits::resolve(None, None, Some(0), RedisDown::Local, 1).is_err());
     }
 
     #[test]
