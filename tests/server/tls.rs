@@ -208,7 +208,7 @@ async fn a_client_that_trusts_the_ca_calls_over_tls() {
 
 /// A tenants file naming `search` by its certificate's CN (Sutro only) and `ops` by a
 /// DNS SAN (everything), for a gateway that asks for client certificates from `ca`.
-pub(crate) fn mutual(dir: &Path, ca: &Ca) -> impl FnOnce(&mut ConfigLayer) {
+fn mutual(dir: &Path, ca: &Ca) -> impl FnOnce(&mut ConfigLayer) {
     let tenants = dir.join("tenants.toml");
     std::fs::write(
         &tenants,
@@ -224,13 +224,19 @@ pub(crate) fn mutual(dir: &Path, ca: &Ca) -> impl FnOnce(&mut ConfigLayer) {
     }
 }
 
+/// A gateway with the tenants of [`mutual`], its certificate from a test CA: that CA,
+/// the client CA it asks certificates from, the gateway and its simulator.
+pub(crate) async fn start_mutual(dir: &Path) -> (Ca, Ca, App, SimHandle) {
+    let ca = Ca::new("test CA");
+    let clients = Ca::new("client CA");
+    let (app, sim, _files) = start_tls(dir, &ca.server(), mutual(dir, &clients)).await;
+    (ca, clients, app, sim)
+}
+
 #[tokio::test]
 async fn mutual_tls_runs_each_call_as_the_tenant_its_certificate_names() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let ca = Ca::new("test CA");
-    let clients = Ca::new("client CA");
-    let (app, sim, _files) =
-        start_tls(dir.path(), &ca.server(), mutual(dir.path(), &clients)).await;
+    let (ca, clients, app, sim) = start_mutual(dir.path()).await;
 
     let search = clients.client("search-client", &[]);
     let channel = tls_channel(app.local_addr(), &ca, Some(&search))
@@ -273,10 +279,7 @@ async fn mutual_tls_runs_each_call_as_the_tenant_its_certificate_names() {
 #[tokio::test]
 async fn mutual_tls_refuses_clients_without_a_certificate_from_the_client_ca() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let ca = Ca::new("test CA");
-    let clients = Ca::new("client CA");
-    let (app, sim, _files) =
-        start_tls(dir.path(), &ca.server(), mutual(dir.path(), &clients)).await;
+    let (ca, clients, app, sim) = start_mutual(dir.path()).await;
     let addr = app.local_addr();
 
     let known = clients.client("search-client", &[]);

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
-use super::tls::{Ca, Leaf, mutual, start_tls};
+use super::tls::{Ca, Leaf, start_mutual, start_tls};
 
 /// Runs the binary's client command with no BATCHGATE_* from the test's environment
 /// (as a child process the gateway, on this test's runtime, keeps serving meanwhile):
@@ -80,10 +80,7 @@ async fn the_cli_calls_a_tls_gateway_that_its_ca_flag_trusts() {
 #[tokio::test]
 async fn the_cli_presents_its_client_certificate_for_mutual_tls() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let ca = Ca::new("test CA");
-    let clients = Ca::new("client CA");
-    let (app, sim, _files) =
-        start_tls(dir.path(), &ca.server(), mutual(dir.path(), &clients)).await;
+    let (ca, clients, app, sim) = start_mutual(dir.path()).await;
     let target = format!("https://localhost:{}", app.local_addr().port());
     let ca_file = write(dir.path(), "ca.pem", &ca.pem);
     let search: Leaf = clients.client("search-client", &[]);
